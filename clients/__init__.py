@@ -1,0 +1,1 @@
+"""Clients of the engine: WebRTC / WebSocket peers, virtual camera, browser page."""

@@ -1,0 +1,1 @@
+"""Pure tensor code: model definitions and weight-format readers. No sockets, files or asyncio here."""

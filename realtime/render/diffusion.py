@@ -1,0 +1,204 @@
+"""LatentSync's diffusion rendering path behind the common ``Renderer`` interface.
+
+Numerics follow LatentSync's ``LipsyncPipeline`` (see docs/diffusion.md for the differences):
+- aligned face crops at R (256 or 512) in [-1, 1]; the keep-mask (1 = keep, 0 = repaint) at R;
+- UNet input, 13 channels in this order: scheduler-scaled noisy latents (4), the mask resized
+  (nearest) to latent size (1), masked-image latents (4), reference latents = same frame unmasked (4);
+- one noise tensor (1, 4, 1, h, w) per seed repeated over frames; CFG with all-zero audio;
+- decode, then only the mouth is replaced: ``decoded * (1 - mask) + reference * mask``; then
+  ``(x / 2 + 0.5).clamp(0, 1) * 255`` truncated to uint8, and pasted back into the avatar frame.
+
+Streaming == offline: a frame's noise depends only on the seed (``samplers``), the VAE latents use
+the posterior mean, so a frame is rendered identically whatever chunk it falls in, exactly so for
+UNets without temporal layers (v1.0, per-frame models) and, for UNets with motion modules (which
+attend across the frames of one call), whenever the chunk boundaries are the same (the offline
+pipeline cuts chunks at multiples of the chunk length, as a stream with that chunk length does).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+from models.vae import decode_latents, encode_latents, vae_scale_factor
+from realtime.render.base import RenderedChunk, Renderer, RenderState, check_chunk
+from realtime.render.samplers import SamplerConfig, initial_noise, sample_latents
+
+log = logging.getLogger(__name__)
+
+LATENT_CACHE_FRAMES = 2048  # reference + masked latents of this many distinct crops (~64 KB each at 256)
+
+
+@dataclass
+class ChunkRequest:
+    """One session's chunk in a multi-session batch (``DiffusionRenderer.render_batch``)."""
+
+    avatar: Any
+    frame_indices: np.ndarray
+    audio_blocks: np.ndarray
+    state: RenderState
+
+
+def _unet_sample(out: Any) -> torch.Tensor:
+    return out if isinstance(out, torch.Tensor) else (out.sample if hasattr(out, "sample") else out[0])
+
+
+class DiffusionRenderer(Renderer):
+    """UNet + VAE + sampler. ``unet`` and ``vae`` are modules already on ``device`` in ``dtype``."""
+
+    name = "diffusion"
+
+    def __init__(
+        self,
+        unet: torch.nn.Module,
+        vae: torch.nn.Module,
+        sampler: SamplerConfig | None = None,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype | None = None,
+    ):
+        self.unet = unet.eval()
+        self.vae = vae.eval()
+        self.sampler = sampler or SamplerConfig()
+        self.device = torch.device(device)
+        # fp16 on CUDA (LatentSync's weight_dtype), fp32 on CPU where half math is slow or missing.
+        self.dtype = dtype or (torch.float16 if self.device.type == "cuda" else torch.float32)
+        self.scale = vae_scale_factor(vae)
+        self._latent_cache: OrderedDict[bytes, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        self._lock = threading.Lock()  # the cache is shared by the worker threads of several sessions
+        self._deep_cache: dict[str, Any] = {}
+
+    # ---- Renderer interface -------------------------------------------------------------------
+
+    def new_state(self, seed: int = 0) -> RenderState:
+        return RenderState(seed=int(seed))
+
+    def render_chunk(self, avatar, frame_indices, audio_blocks, state) -> RenderedChunk:
+        return self.render_batch([ChunkRequest(avatar, frame_indices, audio_blocks, state)])[0]
+
+    def render_batch(self, requests: Sequence[ChunkRequest]) -> list[RenderedChunk]:
+        """Renders several sessions' chunks; chunks of equal length share one UNet batch."""
+        results: list[RenderedChunk | None] = [None] * len(requests)
+        work: list[tuple[int, np.ndarray]] = []  # (request index, positions of frames with a face)
+        for k, req in enumerate(requests):
+            idx = np.asarray(req.frame_indices, dtype=np.int64)
+            check_chunk(idx, np.asarray(req.audio_blocks))
+            has_face = getattr(req.avatar, "has_face", lambda i: True)
+            faces = np.array([p for p, i in enumerate(idx) if has_face(int(i))], dtype=np.int64)
+            # Frames without a detectable face pass through unchanged (counted by the caller's metrics).
+            results[k] = RenderedChunk(frames=[req.avatar.frame(int(i)) for i in idx],
+                                       events=[{"face": bool(p in set(faces.tolist()))} for p in range(len(idx))])
+            if len(faces):
+                work.append((k, faces))
+        groups: dict[int, list[tuple[int, np.ndarray]]] = {}
+        for k, faces in work:
+            groups.setdefault(len(faces), []).append((k, faces))
+        for items in groups.values():
+            crops, audios, seeds, masks = [], [], [], []
+            for k, faces in items:
+                req = requests[k]
+                idx = np.asarray(req.frame_indices, dtype=np.int64)[faces]
+                crops.append(np.stack([req.avatar.crop(int(i)) for i in idx]))
+                audios.append(np.asarray(req.audio_blocks, dtype=np.float32)[faces])
+                seeds.append(req.state.seed)
+                masks.append(_avatar_mask(req.avatar, crops[-1].shape[1]))
+            out = self.render_crops(crops, audios, seeds, masks)
+            for (k, faces), new_crops in zip(items, out):
+                req = requests[k]
+                idx = np.asarray(req.frame_indices, dtype=np.int64)
+                for p, crop in zip(faces, new_crops):
+                    results[k].frames[p] = req.avatar.paste_back(int(idx[p]), crop)
+        return results  # type: ignore[return-value]
+
+    # ---- avatar-free core ---------------------------------------------------------------------
+
+    @torch.no_grad()
+    def render_crops(
+        self,
+        crops: Sequence[np.ndarray],
+        audio: Sequence[np.ndarray],
+        seeds: Sequence[int],
+        masks: Sequence[np.ndarray] | None = None,
+    ) -> list[np.ndarray]:
+        """B chunks of aligned crops (F, R, R, 3) uint8 + audio (F, S, 384) -> new crops (F, R, R, 3) uint8.
+
+        All chunks must share F and R. ``masks``: (R, R) keep-masks (default LatentSync's mask at R).
+        """
+        from realtime.face.mask import fixed_mask
+
+        b = len(crops)
+        f, r = crops[0].shape[0], crops[0].shape[1]
+        assert all(c.shape == (f, r, r, 3) for c in crops), "all chunks must be (F, R, R, 3) with one F and R"
+        assert r % self.scale == 0, f"crop size {r} must be a multiple of {self.scale}"
+        h = r // self.scale
+        masks = masks if masks is not None else [fixed_mask(r)] * b
+        dev, dt = self.device, self.dtype
+        pixels = [torch.from_numpy(np.ascontiguousarray(c)).permute(0, 3, 1, 2).float() / 127.5 - 1.0 for c in crops]
+        mask_t = [torch.from_numpy(np.array(m, dtype=np.float32))[None, None] for m in masks]  # (1, 1, R, R)
+
+        cond, refs = [], []
+        for c, px, m in zip(crops, pixels, mask_t):
+            ref_lat, masked_lat = self._frame_latents(c, px, m)  # (F, 4, h, w) each
+            mask_lat = F.interpolate(m, size=(h, h)).expand(f, 1, h, h)  # nearest, as LatentSync
+            chunk = torch.cat([mask_lat.to(dev, dt), masked_lat, ref_lat], dim=1)  # (F, 9, h, w)
+            cond.append(rearrange(chunk, "f c h w -> c f h w"))
+            refs.append(px)
+        conditioning = torch.stack(cond)  # (B, 9, F, h, w)
+        noise = torch.cat([initial_noise(s, (h, h), f) for s in seeds]).to(dev, dt)  # (B, 4, F, h, w)
+        audio_t = torch.from_numpy(np.stack([np.asarray(a, np.float32) for a in audio])).to(dev, dt)
+        self._deep_cache.clear()
+        latents = sample_latents(self._denoise, noise, conditioning, audio_t, self.sampler, list(seeds))
+        decoded = decode_latents(self.vae, rearrange(latents, "b c f h w -> (b f) c h w")).float().cpu()
+        decoded = rearrange(decoded, "(b f) c h w -> b f c h w", b=b)
+        out = []
+        for k in range(b):
+            keep = mask_t[k][0]  # (1, R, R)
+            mixed = decoded[k] * (1 - keep) + refs[k] * keep
+            img = ((mixed / 2 + 0.5).clamp(0, 1) * 255).to(torch.uint8)  # truncation, as LatentSync
+            out.append(img.permute(0, 2, 3, 1).numpy())
+        return out
+
+    def _denoise(self, x: torch.Tensor, t: torch.Tensor, audio: torch.Tensor, reuse_deep: bool) -> torch.Tensor:
+        t = t.to(x.device) if isinstance(t, torch.Tensor) else t
+        deep = getattr(self.unet, "forward_deep_cache", None)
+        if self.sampler.deep_cache_interval > 1 and deep is not None:
+            # The UNet helper's DeepCache hook: it stores/reuses deep features in the dict we pass.
+            return _unet_sample(deep(x, t, encoder_hidden_states=audio, cache=self._deep_cache, reuse=reuse_deep))
+        return _unet_sample(self.unet(x, t, encoder_hidden_states=audio))
+
+    def _frame_latents(self, crops: np.ndarray, pixels: torch.Tensor, keep: torch.Tensor):
+        """Reference and masked-image latents of F crops, cached by crop and mask content (avatars loop)."""
+        mask_digest = hashlib.blake2b(keep.numpy().tobytes(), digest_size=16).digest()
+        keys = [hashlib.blake2b(c.tobytes() + mask_digest, digest_size=16).digest() for c in crops]
+        with self._lock:
+            found = {p: self._latent_cache[k] for p, k in enumerate(keys) if k in self._latent_cache}
+        missing = [p for p in range(len(keys)) if p not in found]
+        if missing:
+            px = pixels[missing].to(self.device, self.dtype)
+            masked = px * keep.to(self.device, self.dtype)
+            ref_lat, masked_lat = encode_latents(self.vae, torch.cat([px, masked])).chunk(2)
+            with self._lock:
+                for j, p in enumerate(missing):
+                    found[p] = self._latent_cache[keys[p]] = (ref_lat[j], masked_lat[j])
+                while len(self._latent_cache) > LATENT_CACHE_FRAMES:
+                    self._latent_cache.popitem(last=False)
+        pairs = [found[p] for p in range(len(keys))]
+        return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+
+
+def _avatar_mask(avatar: Any, resolution: int) -> np.ndarray:
+    from realtime.face.mask import fixed_mask
+
+    m = getattr(avatar, "mask", None)
+    if m is None or np.asarray(m).shape[:2] != (resolution, resolution):
+        return fixed_mask(resolution)
+    m = np.asarray(m, dtype=np.float64)
+    return m[..., 0] if m.ndim == 3 else m

@@ -178,16 +178,32 @@ def _compute(source, tmp: Path, kind: str, resolution: int, max_frames: int | No
 
 
 def load_vae(path: str | Path):
-    """The VAE loader of the diffusion path (owned elsewhere), imported lazily."""
-    for module, attr in (("models.vae", "load_vae"), ("realtime.render.diffusion", "load_vae")):
+    """The diffusion path's VAE loader (owned by the renderer), imported lazily."""
+    for module in ("realtime.render.vae_loader", "models.vae", "realtime.render.diffusion"):
         try:
-            mod = __import__(module, fromlist=[attr])
+            mod = __import__(module, fromlist=["load_vae"])
         except ImportError:
             continue
-        if hasattr(mod, attr):
-            return getattr(mod, attr)(path)
+        if hasattr(mod, "load_vae"):
+            return mod.load_vae(path)
     raise WeightsError(f"cannot encode latents with the VAE in {path}: this install has no VAE loader "
-                       "(models.vae.load_vae); prepare the avatar without --vae")
+                       "(realtime.render.vae_loader.load_vae); prepare the avatar without --vae")
+
+
+def _encode(vae: Any, images):
+    """Scaled latents of (N, 3, H, W) images in [-1, 1]: the shared encoder when present (same convention)."""
+    try:
+        from models.vae import encode_latents
+    except ImportError:
+        encode_latents = None
+    if encode_latents is not None:
+        return encode_latents(vae, images)
+    cfg = vae.config
+    scaling, shift = float(cfg.scaling_factor or 1.0), float(getattr(cfg, "shift_factor", 0.0) or 0.0)
+    enc = vae.encode(images)
+    if hasattr(enc, "latent_dist"):  # AutoencoderKL: deterministic posterior mean instead of a sample
+        return (enc.latent_dist.mean - shift) * scaling
+    return (enc.latents - shift) * scaling
 
 
 def _encode_latents(vae: Any, tmp: Path, meta: AvatarMeta, progress: bool, batch: int = 8) -> dict[str, Any]:
@@ -208,12 +224,7 @@ def _encode_latents(vae: Any, tmp: Path, meta: AvatarMeta, progress: bool, batch
         for s in tqdm(range(0, len(crops), batch), desc="vae latents", disable=not progress):
             x = torch.from_numpy(np.array(crops[s : s + batch])).permute(0, 3, 1, 2).float() / 127.5 - 1.0
             both = torch.cat([x, x * mask]).to(param.device, param.dtype)  # masked: repaint region -> 0 (grey)
-            enc = vae.encode(both)
-            if hasattr(enc, "latent_dist"):  # AutoencoderKL: deterministic mean instead of a sample
-                lat = (enc.latent_dist.mean - shift) * scaling
-            else:  # AutoencoderTiny: latents are already in the UNet's scale
-                lat = enc.latents
-            lat = lat.float().cpu().numpy()
+            lat = _encode(vae, both).float().cpu().numpy()
             n = x.shape[0]
             pair = np.stack([lat[:n], lat[n:]], axis=1)  # (n, 2, 4, h, w)
             if out is None:

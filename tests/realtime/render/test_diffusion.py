@@ -2,7 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from diffusion_fixtures import PerFrameUNet, TinyAvatar, audio_blocks
+import functools
+
+from diffusion_fixtures import PerFrameUNet, TinyAvatar, audio_blocks, one_thread  # noqa: F401
 from models.vae import tiny_autoencoder_kl, tiny_autoencoder_tiny
 from realtime.face.mask import fixed_mask
 from realtime.render.diffusion import ChunkRequest, DiffusionRenderer
@@ -132,3 +134,44 @@ def test_chunk_bounds():
     r = _renderer()
     with pytest.raises(ValueError, match="1..16"):
         r.render_chunk(TinyAvatar(resolution=R), np.arange(17), audio_blocks(17), r.new_state(0))
+
+
+def _real_tiny_unet():
+    unet_mod = pytest.importorskip("models.unet")
+    torch.manual_seed(0)
+    return unet_mod.UNet3DConditionModel.from_config(unet_mod.tiny_config()).eval()
+
+
+def test_real_tiny_unet_chunks_are_independent_of_history():
+    """LatentSync's UNet shares GroupNorm statistics (and motion-module attention) across the frames of
+    one call, so a frame depends on its chunk; but never on earlier chunks or RNG history."""
+    unet = _real_tiny_unet()
+    avatar = TinyAvatar(frames=5, resolution=R)
+    audio = audio_blocks(8, seed=2)
+    r = DiffusionRenderer(unet, tiny_autoencoder_kl(), SamplerConfig(steps=2, guidance=1.5))
+    state = r.new_state(9)
+    full = [r.render_chunk(avatar, np.arange(s, s + 4), audio[s:s + 4], state).frames for s in (0, 4)]
+    fresh = DiffusionRenderer(unet, tiny_autoencoder_kl(), SamplerConfig(steps=2, guidance=1.5))
+    second = fresh.render_chunk(avatar, np.arange(4, 8), audio[4:8], fresh.new_state(9)).frames
+    assert np.array_equal(np.stack(full[1]), np.stack(second))
+
+
+def test_real_tiny_unet_deep_cache():
+    unet = _real_tiny_unet()
+    avatar = TinyAvatar(frames=3, resolution=R)
+    audio = audio_blocks(3, seed=2)
+    calls = []
+    orig = unet.forward
+
+    @functools.wraps(orig)
+    def spy(*a, **kw):
+        calls.append(kw.get("deep_cache") is not None)
+        return orig(*a, **kw)
+
+    unet.forward = spy
+    r = DiffusionRenderer(unet, tiny_autoencoder_kl(), SamplerConfig(steps=4, guidance=1.5, deep_cache_interval=3))
+    cached = np.stack(r.render_chunk(avatar, np.arange(3), audio, r.new_state(1)).frames)
+    assert calls == [False, True, True, False]
+    plain_r = DiffusionRenderer(unet, tiny_autoencoder_kl(), SamplerConfig(steps=4, guidance=1.5))
+    plain = np.stack(plain_r.render_chunk(avatar, np.arange(3), audio, plain_r.new_state(1)).frames)
+    assert np.abs(cached.astype(int) - plain).mean() < 20  # an approximation of the full passes

@@ -1,0 +1,180 @@
+"""The embedded renderer: audio -> visemes and blendshapes -> landmark-driven mouth warp on the CPU.
+
+It needs no downloaded weights (the viseme model ships with the project), runs well above real time on
+one core, and is the default whenever no UNet checkpoint is configured. Per frame:
+
+    Whisper block --VisemePredictor--> 15 viseme probabilities + ARKit blendshapes   (events)
+                  --> MouthParams (silence and p/b/m gate the lips shut)
+                  --> FaceRig warp (one remap) + MouthInterior + feathered paste-back
+                  --> idle blink / head sway for photos
+
+Per-session state (the predictor's recurrent state, the idle schedule) lives in ``RenderState``, so
+chunked rendering equals whole-clip rendering; per-avatar-frame precomputation (rig, interior) is
+cached in the renderer and shared by all sessions.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+
+from realtime.render.base import MAX_CHUNK, RenderedChunk, Renderer, RenderState, check_chunk
+from realtime.render.idle import IdleMotion
+from realtime.render.mouth_interior import MouthInterior
+from realtime.render.mouth_warp import FaceRig, MouthParams
+
+log = logging.getLogger(__name__)
+
+VISEMES = ("sil", "PP", "FF", "TH", "DD", "kk", "CH", "SS", "nn", "RR", "aa", "E", "ih", "oh", "ou")
+RIG_CACHE = 256  # rigs kept per avatar (a video's ping-pong track revisits frames; ~1.5 MB each at 256)
+SPEECH_GATE = (0.25, 0.6)  # 1 - p(sil) below the first value keeps the mouth shut, above the second opens fully
+BILABIAL_SEAL = (0.3, 0.7)  # p(PP) range over which the lips are pressed shut
+
+
+def _smoothstep(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    t = np.clip((x - lo) / (hi - lo), 0, 1)
+    return t * t * (3 - 2 * t)
+
+
+def params_from_prediction(probs: np.ndarray, shapes: np.ndarray, names: list[str]) -> list[MouthParams]:
+    """Per-frame mouth parameters; silence and bilabials close the lips whatever the regressor says."""
+    probs = np.asarray(probs, np.float64)
+    speech = _smoothstep(1 - probs[:, 0], *SPEECH_GATE)
+    seal = _smoothstep(probs[:, VISEMES.index("PP")], *BILABIAL_SEAL)
+    out = []
+    for k in range(len(probs)):
+        p = MouthParams.from_blendshapes(names, shapes[k])
+        g = float(speech[k])
+        out.append(p.replace(
+            jawOpen=p.jawOpen * g, mouthFunnel=p.mouthFunnel * g, mouthPucker=p.mouthPucker * g,
+            mouthStretch=p.mouthStretch * g,
+            mouthClose=max(p.mouthClose, p.jawOpen * float(seal[k])) * g + (1 - g) * p.mouthClose,
+        ))
+    return out
+
+
+class EmbeddedRenderer(Renderer):
+    """Landmark-driven renderer. ``lookahead``: "full" (120 ms future audio) or "low" (<= 40 ms)."""
+
+    name = "embedded"
+
+    def __init__(self, lookahead: str = "full", crop_size: int | None = 256, idle: bool = True,
+                 predictor: Any = None):
+        if lookahead not in ("full", "low"):
+            raise ValueError(f"lookahead must be 'full' or 'low', got {lookahead!r}")
+        self.lookahead = lookahead
+        self.crop_size = crop_size
+        self.idle = idle
+        self._predictor = predictor
+        self._rigs: weakref.WeakKeyDictionary[Any, OrderedDict] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    # ---- model ------------------------------------------------------------------------------------
+    @property
+    def predictor(self):
+        if self._predictor is None:
+            from realtime.visemes.runtime import VisemePredictor
+
+            self._predictor = VisemePredictor.load(self.lookahead)
+        return self._predictor
+
+    def new_state(self, seed: int = 0) -> RenderState:
+        return RenderState(seed=seed, data={"idle": IdleMotion(seed), "visemes": self.predictor.new_state()})
+
+    # ---- per avatar frame ------------------------------------------------------------------------
+    def rig(self, avatar: Any, frame_index: int) -> tuple[FaceRig, MouthInterior] | None:
+        """The cached rig of the avatar's source frame, or None when that frame has no face."""
+        src = avatar.source_index(frame_index) if hasattr(avatar, "source_index") else int(frame_index)
+        with self._lock:
+            per_avatar = self._rigs.setdefault(avatar, OrderedDict())
+            hit = per_avatar.get(src)
+            if hit is not None:
+                per_avatar.move_to_end(src)
+                return hit
+        lm = avatar.landmarks(frame_index)
+        if lm is None or not np.isfinite(lm).all():
+            return None
+        frame = avatar.frame(frame_index)
+        rig = FaceRig.build(lm, frame.shape[:2], self.crop_size, eyes=bool(getattr(avatar, "is_photo", False)))
+        entry = (rig, MouthInterior.build(np.asarray(frame), rig))
+        with self._lock:
+            per_avatar[src] = entry
+            while len(per_avatar) > RIG_CACHE:
+                per_avatar.popitem(last=False)
+        return entry
+
+    # ---- rendering --------------------------------------------------------------------------------
+    def render_params(self, avatar: Any, frame_index: int, params: MouthParams, state: RenderState) -> np.ndarray:
+        """One output frame (H, W, 3) uint8 for explicit mouth parameters (SDK clients, tests)."""
+        frame = np.asarray(avatar.frame(frame_index))
+        entry = self.rig(avatar, frame_index)
+        photo = bool(getattr(avatar, "is_photo", False)) and self.idle
+        t = frame_index / float(getattr(avatar, "fps", 25.0) or 25.0)
+        idle: IdleMotion = state.data.setdefault("idle", IdleMotion(state.seed))
+        if entry is None:
+            return frame.copy()  # no face in this frame: passed through unchanged
+        rig, interior = entry
+        if photo:
+            params = params.replace(eyeBlink=max(params.eyeBlink, idle.blink(t)))
+        disp = rig.displacement(params)
+        work = rig.warp(frame, disp)
+        interior.render(work, rig, disp, params)
+        out = rig.paste_back(frame, work)
+        if photo:
+            lm = rig.region.to_frame(rig.landmarks)
+            pivot = lm[152] + 0.5 * (lm[152] - lm[6])  # the neck, below the chin
+            out = idle.move_head(out, t, (float(pivot[0]), float(pivot[1])))
+        return out
+
+    def rest_frame(self, avatar: Any, frame_index: int, state: RenderState) -> np.ndarray:
+        return self.render_params(avatar, frame_index, MouthParams(), state)
+
+    def predict(self, audio_blocks: np.ndarray, state: RenderState) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """(N, 15) viseme probabilities, (N, K) blendshapes and their names; advances the model state."""
+        probs, shapes = self.predictor.predict(audio_blocks, state.data["visemes"])
+        return np.asarray(probs), np.asarray(shapes), list(self.predictor.blendshape_names)
+
+    def render_chunk(self, avatar: Any, frame_indices: np.ndarray, audio_blocks: np.ndarray,
+                     state: RenderState) -> RenderedChunk:
+        check_chunk(frame_indices, audio_blocks)
+        if "visemes" not in state.data:
+            state.data["visemes"] = self.predictor.new_state()
+        probs, shapes, names = self.predict(audio_blocks, state)
+        params = params_from_prediction(probs, shapes, names)
+        frames, events = [], []
+        for k, (i, p) in enumerate(zip(np.asarray(frame_indices).tolist(), params)):
+            frames.append(self.render_params(avatar, int(i), p, state))
+            events.append({
+                "frame": int(i),
+                "visemes": dict(zip(VISEMES, probs[k].astype(float).tolist())),
+                "blendshapes": dict(zip(names, shapes[k].astype(float).tolist())),
+            })
+        return RenderedChunk(frames, events)
+
+
+def render_embedded(avatar: Any, audio: Any, fps: float = 25.0, seed: int = 0,
+                    renderer: EmbeddedRenderer | None = None, progress: Any = None) -> list[np.ndarray]:
+    """Renders a whole clip (path or 16 kHz samples) with the embedded renderer: one frame per video
+    frame of the audio, for ``syncvid render`` and the lip-sync evaluation."""
+    from realtime.audio.features import Audio2Feature, chunk_features, num_video_frames
+    from realtime.audio.io import load_audio
+
+    samples = load_audio(audio)
+    renderer = renderer or EmbeddedRenderer()
+    n = num_video_frames(len(samples), fps)
+    feats = Audio2Feature().audio2feat(samples)
+    blocks = renderer.predictor.blocks(feats, fps, n) if hasattr(renderer.predictor, "blocks") else \
+        chunk_features(feats, fps, n)
+    state = renderer.new_state(seed)
+    frames: list[np.ndarray] = []
+    for s in range(0, n, MAX_CHUNK):
+        idx = np.arange(s, min(s + MAX_CHUNK, n))
+        frames += renderer.render_chunk(avatar, idx, blocks[idx], state).frames
+        if progress is not None:
+            progress(len(idx))
+    return frames

@@ -1,0 +1,93 @@
+"""Idle life for a still photo: blinks and a slight, smooth head motion.
+
+Everything here is a pure function of (seed, frame time), so a session rendered chunk by chunk gives
+the same frames as one call over the whole clip, and two sessions with the same seed look the same.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+# FaceMesh eyelid contours, corner to corner, as (upper, lower) pairs facing each other.
+EYES = (
+    ([246, 161, 160, 159, 158, 157, 173], [7, 163, 144, 145, 153, 154, 155], (33, 133)),
+    ([466, 388, 387, 386, 385, 384, 398], [249, 390, 373, 374, 380, 381, 382], (263, 362)),
+)
+# The second ring above each eye (the lid crease) follows the lid part of the way.
+UPPER_RING = ([247, 30, 29, 27, 28, 56, 190], [467, 260, 259, 257, 258, 286, 414])
+
+BLINK_INTERVAL_S = (2.0, 6.0)  # people blink every 2-6 s at rest
+BLINK_CLOSE_S, BLINK_HOLD_S, BLINK_OPEN_S = 0.05, 0.04, 0.08  # ~150 ms; opening is slower than closing
+HEAD_ROT_DEG = 0.8  # peak rotation; more reads as a nodding doll, less as frozen
+HEAD_SHIFT = 0.004  # peak translation as a fraction of the frame size
+HEAD_FREQS_HZ = (0.07, 0.31)  # slow sway, no periodic nodding at speech rates
+
+
+def eyelid_mode(lm: np.ndarray) -> np.ndarray:
+    """(468, 2) displacement that closes both eyes: upper lids travel 80 % of the gap, lower 20 %."""
+    disp = np.zeros((468, 2))
+    mesh = lm[:468]
+    for (upper, lower, (c0, c1)), ring in zip(EYES, UPPER_RING):
+        width = float(np.linalg.norm(lm[c1] - lm[c0]))
+        gap = lm[lower] - lm[upper]  # (7, 2)
+        # Skin above the eye follows the lid with a falloff, strongest near the lid centre.
+        d_up = np.linalg.norm(mesh[:, None] - lm[upper][None], axis=2)
+        nearest = d_up.argmin(1)
+        w_up = np.exp(-((d_up.min(1) / (0.35 * width)) ** 2))
+        eye_line = (lm[c0] + lm[c1]) / 2
+        above = (mesh[:, 1] < eye_line[1] - 0.05 * width) & (d_up.min(1) < 0.9 * width)
+        disp[above] += 0.8 * gap[nearest[above]] * w_up[above, None] * 0.6
+        disp[ring] = 0.8 * gap * 0.45
+        disp[upper] = 0.8 * gap
+        disp[lower] = -0.2 * gap
+    return disp
+
+
+def _blink_profile(dt: np.ndarray) -> np.ndarray:
+    """Closure in [0, 1] at dt seconds after a blink starts."""
+    s = lambda x: np.clip(x, 0, 1) ** 2 * (3 - 2 * np.clip(x, 0, 1))  # noqa: E731 smoothstep
+    closing = s(dt / BLINK_CLOSE_S)
+    opening = 1 - s((dt - BLINK_CLOSE_S - BLINK_HOLD_S) / BLINK_OPEN_S)
+    return np.where(dt < 0, 0.0, np.minimum(closing, opening))
+
+
+@dataclass
+class IdleMotion:
+    """Deterministic blink schedule and head sway for one session (seeded)."""
+
+    seed: int = 0
+    _blinks: list[float] = field(default_factory=list)  # start times, extended lazily
+    _rng: np.random.Generator | None = None
+
+    def __post_init__(self) -> None:
+        self._rng = np.random.default_rng([self.seed, 0x1D1E])
+        r = np.random.default_rng([self.seed, 0x4EAD])
+        self._phase = r.uniform(0, 2 * np.pi, (3, 3))
+        self._freq = r.uniform(*HEAD_FREQS_HZ, (3, 3))
+        self._blinks.append(float(self._rng.uniform(0.5, 2.5)))  # first blink soon after start
+
+    def _extend(self, t: float) -> None:
+        while self._blinks[-1] < t + 1.0:
+            self._blinks.append(self._blinks[-1] + float(self._rng.uniform(*BLINK_INTERVAL_S)))
+
+    def blink(self, t: float) -> float:
+        """Eye closure in [0, 1] at time t seconds."""
+        self._extend(t)
+        starts = np.asarray(self._blinks)
+        return float(_blink_profile(t - starts).max())
+
+    def head_pose(self, t: float) -> tuple[float, float, float]:
+        """(rotation degrees, dx, dy as frame fractions): sums of three slow sines per axis."""
+        waves = np.sin(2 * np.pi * self._freq * t + self._phase).sum(1) / 3  # in [-1, 1]
+        return HEAD_ROT_DEG * waves[0], HEAD_SHIFT * waves[1], HEAD_SHIFT * waves[2]
+
+    def move_head(self, frame: np.ndarray, t: float, pivot: tuple[float, float]) -> np.ndarray:
+        """Rotates/shifts the whole frame about ``pivot`` (the neck), reflecting at the borders."""
+        angle, dx, dy = self.head_pose(t)
+        h, w = frame.shape[:2]
+        m = cv2.getRotationMatrix2D(pivot, angle, 1.0)
+        m[:, 2] += (dx * w, dy * h)
+        return cv2.warpAffine(frame, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)

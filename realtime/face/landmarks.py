@@ -79,10 +79,12 @@ class FaceMeshDetector(LandmarkDetector):
 
     num_points = NUM_FACEMESH_POINTS
 
-    def __init__(self, static: bool = True, min_confidence: float = 0.5, max_faces: int = 4):
+    def __init__(self, static: bool = True, min_confidence: float = 0.5, max_faces: int | None = None):
         self.static = static
         self.min_confidence = min_confidence
-        self.max_faces = max_faces
+        # Tracking mode re-runs the face detector on every frame while fewer than max_faces faces are
+        # tracked, so it tracks one face (the first found); photos look at several and keep the largest.
+        self.max_faces = max_faces if max_faces is not None else (4 if static else 1)
         self._mesh = None
 
     def _open(self):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +79,30 @@ def _from_array(x: np.ndarray, sample_rate: int | None) -> np.ndarray:
     return resample(x, int(sample_rate or SAMPLE_RATE))
 
 
+def _wav_missing_bytes(path: Path) -> int:
+    """Bytes a RIFF/WAVE file's ``data`` chunk declares beyond the end of the file (0 if complete).
+
+    FFmpeg clamps a WAV's duration to the file size, so a cut-off WAV decodes "successfully";
+    the header is the only place the loss shows. Sizes 0 and 0xFFFFFFFF mean "unknown" (streamed).
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return 0
+        pos = 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            chunk = f.read(8)
+            cid, csize = chunk[:4], struct.unpack("<I", chunk[4:8])[0]
+            if cid == b"data":
+                if csize in (0, 0xFFFFFFFF):
+                    return 0
+                return max(0, pos + 8 + csize - size)
+            pos += 8 + csize + (csize & 1)  # chunks are word-aligned
+    return 0
+
+
 def _decode_file(path: Path) -> np.ndarray:
     import av
 
@@ -88,6 +113,9 @@ def _decode_file(path: Path) -> np.ndarray:
         raise AudioInputError(f"{what} is a directory; pass an audio or video file")
     if path.stat().st_size == 0:
         raise AudioInputError(f"{what} is empty (0 bytes); pass a file that contains audio")
+    missing = _wav_missing_bytes(path)
+    if missing:
+        raise AudioInputError(f"{what} is truncated: its WAV header declares {missing} more bytes of audio than the file holds; re-export or re-download it")
     try:
         with av.open(str(path), mode="r") as container:
             if not container.streams.audio:

@@ -27,7 +27,10 @@ HEAD_FREQS_HZ = (0.07, 0.31)  # slow sway, no periodic nodding at speech rates
 
 
 def eyelid_mode(lm: np.ndarray) -> np.ndarray:
-    """(468, 2) displacement that closes both eyes: upper lids travel 80 % of the gap, lower 20 %."""
+    """(468, 2) displacement that closes both eyes: the upper lids come all the way down.
+
+    The lids meet on the lower lid line, so the seam samples lash-line pixels rather than the white
+    of the eye."""
     disp = np.zeros((468, 2))
     mesh = lm[:468]
     for (upper, lower, (c0, c1)), ring in zip(EYES, UPPER_RING):
@@ -39,10 +42,10 @@ def eyelid_mode(lm: np.ndarray) -> np.ndarray:
         w_up = np.exp(-((d_up.min(1) / (0.35 * width)) ** 2))
         eye_line = (lm[c0] + lm[c1]) / 2
         above = (mesh[:, 1] < eye_line[1] - 0.05 * width) & (d_up.min(1) < 0.9 * width)
-        disp[above] += 0.8 * gap[nearest[above]] * w_up[above, None] * 0.6
-        disp[ring] = 0.8 * gap * 0.45
-        disp[upper] = 0.8 * gap
-        disp[lower] = -0.2 * gap
+        disp[above] += gap[nearest[above]] * w_up[above, None] * 0.6
+        disp[ring] = 0.45 * gap
+        disp[upper] = gap
+        disp[lower] = 0.0
     return disp
 
 

@@ -1,0 +1,60 @@
+"""`syncvid serve`: the real-time lip-sync server (WebRTC over /ws, browser page at /)."""
+
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger(__name__)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("serve", help="run the real-time server (browser page, /ws, /healthz, /metrics)")
+    p.add_argument("--config", default=None, help="YAML config (default: configs/realtime.yaml)")
+    p.add_argument("--host", default=None, help="interface to bind (default from config: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default from config: 8080; 0 = any free)")
+    p.add_argument("--avatar", default=None, help="prepared avatar directory (default: the shipped avatar)")
+    p.add_argument("--low-latency", action="store_true", help="40 ms look-ahead mode for every session")
+    p.add_argument("--max-sessions", type=int, default=None, help="session cap")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import asyncio
+    import dataclasses
+
+    from realtime.server.config import load_realtime_config
+
+    config = load_realtime_config(args.config)
+    changes = {k: v for k, v in (("host", args.host), ("port", args.port), ("avatar_dir", args.avatar),
+                                  ("max_sessions", args.max_sessions)) if v is not None}
+    if args.low_latency:
+        changes["lookahead"] = "low"
+    config = dataclasses.replace(config, **changes)
+    return asyncio.run(_serve(config))
+
+
+async def _serve(config) -> int:
+    import asyncio
+    import signal
+
+    import torch
+
+    from realtime.server.app import RealtimeServer
+    from realtime.server.engine import build_engine
+
+    torch.set_num_threads(1)  # one inference thread; the other core encodes video and runs the loop
+    engine = build_engine(config)
+    server = RealtimeServer(config, engine)
+    await server.start()
+    log.info("serving on %s (open it in a browser; WebSocket %sws, metrics %smetrics)",
+             server.url, server.url.replace("http", "ws", 1), server.url)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await server.close()
+        engine.close()
+    return 0

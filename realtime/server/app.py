@@ -1,0 +1,230 @@
+"""The asyncio server: one port, `/ws` WebSocket sessions plus plain HTTP (`/`, `/healthz`, `/metrics`).
+
+A thin layer over ``protocol.SessionProtocol`` (rules) and ``session.WebRTCSession`` (media). Any
+failure inside one connection is logged and ends that connection with an error message and close
+code; the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import json
+import logging
+import time
+from pathlib import Path
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from realtime.server import protocol as P
+from realtime.server.config import RealtimeConfig
+from realtime.server.engine import Engine
+from realtime.server.metrics import ServerMetrics
+from realtime.server.session import SessionError, WebRTCSession
+
+log = logging.getLogger(__name__)
+
+CLIENT_DIR = Path(__file__).resolve().parents[2] / "clients" / "web"
+STATIC = {"/": ("index.html", "text/html; charset=utf-8"), "/app.js": ("app.js", "text/javascript; charset=utf-8")}
+FIRST_MESSAGE_TIMEOUT_S = 10.0
+
+
+def _response(status: int, body: bytes, content_type: str) -> Response:
+    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body))),
+                       ("Cache-Control", "no-store"), ("Connection", "close")])
+    return Response(status, http.HTTPStatus(status).phrase, headers, body)
+
+
+class RealtimeServer:
+    """``async with RealtimeServer(config, engine) as srv: srv.port`` — or ``start()``/``close()``."""
+
+    def __init__(self, config: RealtimeConfig, engine: Engine, metrics: ServerMetrics | None = None) -> None:
+        self.config, self.engine = config, engine
+        self.metrics = metrics or ServerMetrics()
+        self.sessions: set[WebRTCSession] = set()
+        self._reserved = 0  # sessions being set up, counted against the cap before they exist
+        self._server: Server | None = None
+        self._ticker: asyncio.Task | None = None
+        self.client_dir = Path(config.client_dir) if config.client_dir else CLIENT_DIR
+        self.started_at = time.monotonic()
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+    async def start(self) -> int:
+        lim = self.config.limits
+        self._server = await serve(
+            self._handle, self.config.host, self.config.port,
+            process_request=self._process_request,
+            max_size=lim.max_message_bytes, max_queue=lim.max_queue, open_timeout=lim.open_timeout_s,
+            ping_interval=lim.ping_interval_s, ping_timeout=lim.ping_timeout_s, close_timeout=2.0,
+            compression=None,  # SDP and control messages are small; deflate costs CPU for nothing
+        )
+        self._ticker = asyncio.create_task(self._tick(), name="metrics-tick")
+        return self.port
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return self._server.sockets[0].getsockname()[1]
+
+    @property
+    def url(self) -> str:
+        host = self.config.host if self.config.host not in ("0.0.0.0", "::") else "127.0.0.1"
+        return f"http://{host}:{self.port}/"
+
+    async def close(self) -> None:
+        if self._ticker:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        for s in list(self.sessions):
+            await s.close()
+
+    async def __aenter__(self) -> "RealtimeServer":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def _tick(self) -> None:
+        """Once a second: gauges that are sums over sessions."""
+        m = self.metrics
+        while True:
+            await asyncio.sleep(0.5)
+            ss = list(self.sessions)
+            m.sessions.set(len(ss))
+            m.output_fps.set(sum(s.output_fps() for s in ss))
+            m.audio_queue.set(sum(s.scheduler.audio_backlog_s for s in ss))
+            m.frame_queue.set(sum(len(s.scheduler.ready) for s in ss))
+            m.worker_queue.set(self.engine.worker.depth)
+            m.degrade_level.set(max((s.scheduler.level for s in ss), default=0))
+            if ss:
+                m.av_offset.set(ss[-1].scheduler.av_offset_s)
+
+    # ---- HTTP -------------------------------------------------------------------------------------
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        if path == "/ws":
+            return None  # continue the WebSocket handshake
+        if path == "/healthz":
+            body = {"status": "ok", "sessions": len(self.sessions), "max_sessions": self.config.max_sessions,
+                    "uptime_s": round(time.monotonic() - self.started_at, 1)}
+            return _response(200, json.dumps(body).encode(), "application/json")
+        if path == "/metrics":
+            self.metrics.sessions.set(len(self.sessions))
+            return _response(200, self.metrics.render().encode(), "text/plain; version=0.0.4; charset=utf-8")
+        if path in STATIC:
+            name, ctype = STATIC[path]
+            f = self.client_dir / name
+            if f.is_file():
+                return _response(200, f.read_bytes(), ctype)
+        return _response(404, b"not found\n", "text/plain; charset=utf-8")
+
+    # ---- WebSocket --------------------------------------------------------------------------------
+    async def _send(self, ws: ServerConnection, message: dict) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send(P.encode(message))
+
+    async def _fail(self, ws: ServerConnection, code: P.ErrorCode, message: str, close_code: int) -> None:
+        await self._send(ws, P.error_message(code, message))
+        await ws.close(close_code, message[:120])
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        proto = P.SessionProtocol()
+        session: WebRTCSession | None = None
+        reserved = False
+        try:
+            try:
+                first = await asyncio.wait_for(ws.recv(), FIRST_MESSAGE_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                await self._fail(ws, P.ErrorCode.UNEXPECTED, "no first message within "
+                                 f"{FIRST_MESSAGE_TIMEOUT_S:.0f} s", P.CLOSE_POLICY)
+                return
+            event = proto.receive_text(first) if isinstance(first, str) else proto.receive_bytes(first)
+            if isinstance(event, P.ProtocolError):
+                await self._fail(ws, event.code, event.message, event.close_code or P.CLOSE_POLICY)
+                return
+            if isinstance(event, P.Close):
+                await ws.close(P.CLOSE_NORMAL, "bye")
+                return
+            if isinstance(event, P.Start):
+                # Avatar-SDK sessions: routed here, protocol completed by a later issue.
+                await self._fail(ws, P.ErrorCode.NOT_SUPPORTED, "avatar-SDK sessions ('start') are not supported "
+                                 "by this server yet; send a WebRTC 'offer' instead", P.CLOSE_UNSUPPORTED)
+                return
+            assert isinstance(event, P.Offer)
+            if len(self.sessions) + self._reserved >= self.config.max_sessions:
+                self.metrics.sessions_rejected.inc()
+                await self._fail(ws, P.ErrorCode.SESSION_CAP, f"server is at its session cap "
+                                 f"({self.config.max_sessions}); try again later", P.CLOSE_TRY_AGAIN)
+                return
+            self._reserved += 1
+            reserved = True
+            session = WebRTCSession(self.engine, self.config, self.metrics, event.options)
+            try:
+                answer = await session.start(event.sdp)
+            except SessionError as e:
+                await self._fail(ws, P.ErrorCode.BAD_MESSAGE, str(e), P.CLOSE_POLICY)
+                return
+            self._reserved -= 1
+            reserved = False
+            self.sessions.add(session)
+            self.metrics.sessions_total.inc()
+            self.metrics.sessions.set(len(self.sessions))
+            await ws.send(P.encode(P.answer_message(answer)))
+            await self._send(ws, P.event_message("session_started", session=session.id, fps=self.config.fps,
+                                                 latency_budget_ms=round(session.budget_s * 1000),
+                                                 lookahead=session.lookahead))
+            await self._serve_session(ws, proto, session)
+        except ConnectionClosed:
+            pass
+        except Exception:
+            log.exception("connection failed")
+            with contextlib.suppress(Exception):
+                await self._fail(ws, P.ErrorCode.INTERNAL, "internal server error; see the server log",
+                                 P.CLOSE_INTERNAL)
+        finally:
+            if reserved:
+                self._reserved -= 1
+            if session is not None:
+                self.sessions.discard(session)
+                await session.close()
+                self.metrics.sessions.set(len(self.sessions))
+
+    async def _serve_session(self, ws: ServerConnection, proto: P.SessionProtocol, session: WebRTCSession) -> None:
+        control = asyncio.create_task(self._control(ws, proto, session), name=f"{session.id}-control")
+        gone = asyncio.create_task(session.gone.wait(), name=f"{session.id}-gone")
+        try:
+            done, _ = await asyncio.wait({control, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if gone in done and not control.done():
+                await self._send(ws, P.event_message("session_ended", reason="media connection lost"))
+                await ws.close(P.CLOSE_NORMAL, "media connection lost")
+            elif control in done:
+                control.result()  # re-raise handler errors into _handle
+        finally:
+            for t in (control, gone):
+                t.cancel()
+            await asyncio.gather(control, gone, return_exceptions=True)
+
+    async def _control(self, ws: ServerConnection, proto: P.SessionProtocol, session: WebRTCSession) -> None:
+        """Control messages overtake media: they act on the scheduler immediately."""
+        async for message in ws:
+            event = proto.receive_text(message) if isinstance(message, str) else proto.receive_bytes(message)
+            if isinstance(event, P.ProtocolError):
+                if event.close_code:
+                    await self._fail(ws, event.code, event.message, event.close_code)
+                    return
+                await self._send(ws, event.to_message())
+            elif isinstance(event, P.Interrupt):
+                session.interrupt()
+                await self._send(ws, P.event_message("interrupted"))
+            elif isinstance(event, P.Close):
+                await ws.close(P.CLOSE_NORMAL, event.reason[:120] or "bye")
+                return

@@ -1,0 +1,65 @@
+"""Typed configuration of the real-time server (`configs/realtime.yaml`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from realtime.config import CONFIG_DIR, ConfigError, from_dict, load_yaml
+
+DEFAULT_CONFIG = CONFIG_DIR / "realtime.yaml"
+
+
+@dataclass
+class LimitsConfig:
+    max_message_bytes: int = 256 * 1024  # an SDP offer is ~5 kB; PCM16 chunks of 1 s at 16 kHz are 32 kB
+    max_queue: int = 16  # websockets' incoming message queue (frames), so a flood cannot grow memory
+    open_timeout_s: float = 10.0  # opening handshake deadline
+    ping_interval_s: float = 5.0  # keepalive: detects a vanished client whose socket never closed
+    ping_timeout_s: float = 4.0
+    ice_timeout_s: float = 4.0  # a peer that never connects (or whose ICE fails) is dropped after this
+    audio_buffer_s: float = 4.0  # input audio ring per session; older audio is overwritten, never queued
+    max_frames_ahead: int = 16  # rendered-but-not-sent frames per session
+    teardown_timeout_s: float = 2.0  # time given to each task/peer connection to close
+
+
+@dataclass
+class RealtimeConfig:
+    host: str = "127.0.0.1"  # localhost only unless asked: the page captures a microphone
+    port: int = 8080
+    fps: int = 25  # LatentSync's frame rate; the audio blocks are defined per video frame
+    latency_budget_ms: float = 170.0  # speech sample arrival -> departure of the frame showing it
+    low_latency_budget_ms: float = 90.0  # used with lookahead "low" (40 ms of future audio)
+    max_sessions: int = 4
+    renderer: str = "embedded"  # embedded | diffusion
+    lookahead: str = "full"  # full (120 ms of future audio) | low (<= 40 ms)
+    avatar_dir: str | None = None  # None: the default avatar that ships with the install
+    max_chunk: int = 4  # frames per renderer call at most (smaller when late)
+    silence_dbfs: float = -45.0
+    audio_extra_delay_ms: float = 0.0  # added to the outgoing audio's delay (receiver-side A/V trim)
+    client_dir: str | None = None  # None: clients/web of the install (the browser page)  # below this level a frame's audio window is silence -> rest frame
+    ice_servers: list[str] = field(default_factory=list)  # e.g. ["stun:stun.l.google.com:19302"]
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+
+    def __post_init__(self) -> None:
+        if self.renderer not in ("embedded", "diffusion"):
+            raise ConfigError(f"renderer must be 'embedded' or 'diffusion', got {self.renderer!r}")
+        if self.lookahead not in ("full", "low"):
+            raise ConfigError(f"lookahead must be 'full' or 'low', got {self.lookahead!r}")
+        if not 1 <= self.fps <= 60:
+            raise ConfigError(f"fps must be 1..60, got {self.fps}")
+        if not 1 <= self.max_chunk <= 16:
+            raise ConfigError(f"max_chunk must be 1..16, got {self.max_chunk}")
+
+    @property
+    def budget_s(self) -> float:
+        ms = self.low_latency_budget_ms if self.lookahead == "low" else self.latency_budget_ms
+        return ms / 1000.0
+
+
+def load_realtime_config(path: str | Path | None = None) -> RealtimeConfig:
+    """Loads `configs/realtime.yaml` (or ``path``); unknown keys are an error naming key and file."""
+    path = Path(path) if path is not None else DEFAULT_CONFIG
+    if path == DEFAULT_CONFIG and not path.is_file():
+        return RealtimeConfig()
+    return from_dict(RealtimeConfig, load_yaml(path), source=str(path))

@@ -1,0 +1,63 @@
+"""What all sessions share: the avatar, one renderer per look-ahead setting, the encoder factory and
+the inference worker. Models are loaded once per process (the loaders cache them) and only ever used
+from the worker thread."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from realtime.server.config import RealtimeConfig
+from realtime.server.worker import InferenceWorker
+
+log = logging.getLogger(__name__)
+
+# Future audio each look-ahead setting needs: LatentSync's block ends 6 encoder steps (120 ms)
+# past the frame centre; the low-latency viseme model is trained for at most 40 ms.
+LOOKAHEAD_S = {"full": 0.120, "low": 0.040}
+
+
+@dataclass
+class Engine:
+    avatar: Any
+    renderer_factory: Callable[[str], Any]  # lookahead -> Renderer (cached below)
+    encoder_factory: Callable[[str, int], Any]  # (lookahead, fps) -> a new per-session encoder
+    worker: InferenceWorker
+    _renderers: dict[str, Any] = field(default_factory=dict)
+
+    def renderer(self, lookahead: str) -> Any:
+        if lookahead not in self._renderers:
+            self._renderers[lookahead] = self.renderer_factory(lookahead)
+        return self._renderers[lookahead]
+
+    def close(self) -> None:
+        self.worker.close()
+
+
+def build_engine(config: RealtimeConfig) -> Engine:
+    """The real engine: embedded (or diffusion) renderer, streaming Whisper encoder, avatar."""
+    from realtime.face.avatar import Avatar, default_avatar
+
+    avatar = Avatar.load(config.avatar_dir) if config.avatar_dir else default_avatar()
+
+    def renderer_factory(lookahead: str):
+        if config.renderer == "diffusion":
+            from realtime.render.diffusion import DiffusionRenderer  # needs a UNet checkpoint configured
+
+            return DiffusionRenderer()
+        from realtime.render.embedded import EmbeddedRenderer
+
+        return EmbeddedRenderer(lookahead=lookahead)
+
+    def encoder_factory(lookahead: str, fps: int):
+        from realtime.audio.streaming import StreamingAudioEncoder
+        from realtime.audio.whisper_loader import load_whisper
+
+        # The low-latency viseme model needs <= 40 ms of future audio: ask the encoder for less.
+        extra = 0 if lookahead == "full" else -80
+        return StreamingAudioEncoder(load_whisper(), fps=fps, extra_lookahead_ms=extra)
+
+    return Engine(avatar=avatar, renderer_factory=renderer_factory, encoder_factory=encoder_factory,
+                  worker=InferenceWorker())

@@ -1,0 +1,212 @@
+"""Media plumbing of a WebRTC session: the incoming audio drain, audio rings, the shared output clock
+and the two outgoing tracks.
+
+Facts this relies on (see docs/server.md): aiortc's RemoteStreamTrack queue is unbounded, so it is
+drained continuously by its own task and audio is kept in fixed-size rings that overwrite instead of
+growing; RTCP sender reports anchor each track at its first frame, so both outgoing tracks take
+their timestamps from ONE ``MediaClock`` and pace against ``t0 + pts / rate`` (absolute schedule,
+errors never accumulate).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import logging
+import math
+import time
+from collections.abc import Callable
+
+import av
+import numpy as np
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+log = logging.getLogger(__name__)
+
+VIDEO_CLOCK_RATE = 90000  # RTP video clock
+VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK_RATE)
+AUDIO_OUT_RATE = 48000  # Opus' native rate: no resampling in the encoder
+AUDIO_PTIME = 0.020  # 20 ms audio frames, as WebRTC packetises Opus
+AUDIO_OUT_SAMPLES = int(AUDIO_OUT_RATE * AUDIO_PTIME)  # 960
+ENCODER_RATE = 16000  # Whisper's input rate
+
+
+class AudioRing:
+    """Fixed-capacity audio buffer addressed by absolute sample index; old audio is overwritten."""
+
+    def __init__(self, rate: int, seconds: float, dtype: type = np.float32) -> None:
+        self.rate = rate
+        self.capacity = int(rate * seconds)
+        self.buf = np.zeros(self.capacity, dtype=dtype)
+        self.end = 0  # absolute index one past the newest sample
+        self.valid_from = 0  # absolute index of the oldest sample still meaningful (after clear())
+
+    def write(self, samples: np.ndarray) -> None:
+        samples = np.asarray(samples, dtype=self.buf.dtype).reshape(-1)[-self.capacity :]
+        n = len(samples)
+        i = self.end % self.capacity
+        first = min(n, self.capacity - i)
+        self.buf[i : i + first] = samples[:first]
+        self.buf[: n - first] = samples[first:]
+        self.end += n
+
+    def write_silence(self, n: int) -> None:
+        n = int(n)
+        if n >= self.capacity:
+            self.buf[:] = 0
+            self.end += n
+            return
+        self.write(np.zeros(n, dtype=self.buf.dtype))
+
+    def read(self, start: int, n: int) -> np.ndarray:
+        """Samples [start, start+n); zeros where audio is missing, overwritten, cleared or in the future."""
+        out = np.zeros(n, dtype=self.buf.dtype)
+        lo = max(start, self.valid_from, self.end - self.capacity)
+        hi = min(start + n, self.end)
+        if hi > lo:
+            idx = np.arange(lo, hi) % self.capacity
+            out[lo - start : hi - start] = self.buf[idx]
+        return out
+
+    def clear(self) -> None:
+        """Drops everything buffered (interrupt); later writes continue the same timeline."""
+        self.valid_from = self.end
+
+
+class MediaClock:
+    """The one clock both outgoing tracks are paced on; started by whichever track asks first."""
+
+    def __init__(self, now: Callable[[], float] = time.monotonic) -> None:
+        self.now = now
+        self.t0: float | None = None
+        self.started = asyncio.Event()
+
+    def start(self) -> float:
+        if self.t0 is None:
+            self.t0 = self.now()
+            self.started.set()
+        return self.t0
+
+    def first_index(self, period: float) -> int:
+        """Index of the first period boundary not yet passed: a track starting late joins on schedule."""
+        t0 = self.start()
+        return max(0, math.ceil((self.now() - t0) / period - 1e-9))
+
+    async def wait_for(self, index: int, period: float) -> float:
+        """Sleeps until ``t0 + index * period``; returns how late we are (seconds, >= 0 means late)."""
+        target = self.start() + index * period
+        delay = target - self.now()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        return self.now() - target
+
+
+class VideoOutputTrack(MediaStreamTrack):
+    """Outgoing video at a constant ``fps``: each slot asks ``frame_for(slot)`` (never blocks)."""
+
+    kind = "video"
+
+    def __init__(
+        self,
+        clock: MediaClock,
+        fps: int,
+        frame_for: Callable[[int], np.ndarray],
+        on_sent: Callable[[int, float], None] | None = None,
+    ) -> None:
+        super().__init__()
+        self.clock, self.fps = clock, fps
+        self.frame_for, self.on_sent = frame_for, on_sent
+        self.slot: int | None = None
+        self.skipped = 0
+
+    async def recv(self) -> av.VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        period = 1.0 / self.fps
+        self.slot = self.clock.first_index(period) if self.slot is None else self.slot + 1
+        late = await self.clock.wait_for(self.slot, period)
+        if late > 2 * period:  # the sender stalled (encoder, loop): rejoin the schedule, never burst
+            skip = int(late / period)
+            self.slot += skip
+            self.skipped += skip
+        img = self.frame_for(self.slot)
+        frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+        frame.pts = self.slot * VIDEO_CLOCK_RATE // self.fps
+        frame.time_base = VIDEO_TIME_BASE
+        if self.on_sent:
+            self.on_sent(self.slot, self.clock.now())
+        return frame
+
+
+class AudioOutputTrack(MediaStreamTrack):
+    """Outgoing audio, 48 kHz mono 20 ms frames on the shared clock: ``samples_for(k)`` -> 960 int16."""
+
+    kind = "audio"
+
+    def __init__(
+        self,
+        clock: MediaClock,
+        samples_for: Callable[[int], np.ndarray],
+        on_sent: Callable[[int, float], None] | None = None,
+    ) -> None:
+        super().__init__()
+        self.clock = clock
+        self.samples_for, self.on_sent = samples_for, on_sent
+        self.index: int | None = None
+        self._time_base = fractions.Fraction(1, AUDIO_OUT_RATE)
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        self.index = self.clock.first_index(AUDIO_PTIME) if self.index is None else self.index + 1
+        late = await self.clock.wait_for(self.index, AUDIO_PTIME)
+        if late > 5 * AUDIO_PTIME:
+            self.index += int(late / AUDIO_PTIME)
+        samples = np.asarray(self.samples_for(self.index), dtype=np.int16).reshape(1, AUDIO_OUT_SAMPLES)
+        frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+        frame.sample_rate = AUDIO_OUT_RATE
+        frame.pts = self.index * AUDIO_OUT_SAMPLES
+        frame.time_base = self._time_base
+        if self.on_sent:
+            self.on_sent(self.index, self.clock.now())
+        return frame
+
+
+class AudioInput:
+    """Drains a remote audio track in its own task into two rings (16 kHz float for the encoder,
+    48 kHz int16 for the delayed output). Gaps in the sender's timestamps become silence, so ring
+    positions stay on the sender's clock. ``on_packet(end16, arrival)`` is called per packet."""
+
+    def __init__(self, track: MediaStreamTrack, ring16: AudioRing, ring48: AudioRing,
+                 on_packet: Callable[[int, float], None]) -> None:
+        self.track, self.ring16, self.ring48, self.on_packet = track, ring16, ring48, on_packet
+        self.packets = 0
+        self._next_pts: int | None = None  # expected pts (in 1/48000) of the next frame
+
+    async def run(self) -> None:
+        r16 = av.AudioResampler(format="flt", layout="mono", rate=ENCODER_RATE)
+        r48 = av.AudioResampler(format="s16", layout="mono", rate=AUDIO_OUT_RATE)
+        while True:
+            try:
+                frame = await self.track.recv()
+            except MediaStreamError:
+                return
+            arrival = time.monotonic()
+            self.packets += 1
+            self._fill_gap(frame)
+            for out in r16.resample(frame):
+                self.ring16.write(out.to_ndarray().reshape(-1))
+            for out in r48.resample(frame):
+                self.ring48.write(out.to_ndarray().reshape(-1))
+            self.on_packet(self.ring16.end, arrival)
+
+    def _fill_gap(self, frame: av.AudioFrame) -> None:
+        if frame.pts is None or frame.time_base is None:
+            return
+        pts48 = int(frame.pts * frame.time_base * AUDIO_OUT_RATE)
+        if self._next_pts is not None:
+            gap = pts48 - self._next_pts
+            if AUDIO_OUT_SAMPLES // 2 < gap < AUDIO_OUT_RATE * 10:  # lost packets / DTX: keep the timeline
+                self.ring48.write_silence(gap)
+                self.ring16.write_silence(gap * ENCODER_RATE // AUDIO_OUT_RATE)
+        self._next_pts = pts48 + frame.samples * AUDIO_OUT_RATE // frame.sample_rate

@@ -1,0 +1,205 @@
+"""The /ws session protocol, sans I/O: text/bytes in, typed events out, replies as dicts.
+
+No sockets or asyncio here, so every rule is unit-tested on strings and bytes. The first message
+decides the session kind (``offer`` -> WebRTC, ``start`` -> avatar SDK); control messages
+(``interrupt``, ``close``) may follow on the same socket. Every error a client can cause becomes an
+``{"type": "error", "code": ..., "message": ...}`` reply; fatal ones also name a close code.
+See docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+# WebSocket close codes (RFC 6455 section 7.4.1), the subset this server uses.
+CLOSE_NORMAL = 1000
+CLOSE_UNSUPPORTED = 1003  # a valid request for something this server does not do yet
+CLOSE_POLICY = 1008  # protocol violation by the client (bad first message, wrong order)
+CLOSE_INTERNAL = 1011  # the server failed while serving this session
+CLOSE_TRY_AGAIN = 1013  # session cap reached; the client may retry later
+
+MAX_SDP_CHARS = 64 * 1024  # a real offer is a few kB; anything larger is not an SDP
+
+# Session options a client may set in the first message (all optional).
+OPTION_TYPES: dict[str, type] = {"low_latency": bool, "seed": int}
+
+
+class ErrorCode(str, enum.Enum):
+    BAD_JSON = "bad_json"
+    BAD_MESSAGE = "bad_message"  # valid JSON but not an object, or a field has the wrong type
+    UNKNOWN_TYPE = "unknown_type"
+    MISSING_FIELD = "missing_field"
+    BAD_OPTION = "bad_option"
+    UNEXPECTED = "unexpected_message"  # valid message in the wrong session state
+    SESSION_CAP = "session_cap"
+    NOT_SUPPORTED = "not_supported"
+    INTERNAL = "internal_error"
+
+
+class SessionKind(str, enum.Enum):
+    WEBRTC = "webrtc"
+    SDK = "sdk"
+
+
+class State(enum.Enum):
+    AWAITING_FIRST = "awaiting_first"
+    ACTIVE = "active"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class Offer:
+    sdp: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Start:
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Interrupt:
+    pass
+
+
+@dataclass(frozen=True)
+class Close:
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class AudioChunk:
+    """Binary message of an SDK session: PCM16 little-endian mono samples."""
+
+    pcm16: bytes
+
+
+@dataclass(frozen=True)
+class ProtocolError:
+    code: ErrorCode
+    message: str
+    close_code: int | None = None  # set when the session must end
+
+    def to_message(self) -> dict[str, Any]:
+        return error_message(self.code, self.message)
+
+
+Event = Offer | Start | Interrupt | Close | AudioChunk | ProtocolError
+
+
+def error_message(code: ErrorCode, message: str) -> dict[str, Any]:
+    return {"type": "error", "code": code.value, "message": message}
+
+
+def answer_message(sdp: str) -> dict[str, Any]:
+    return {"type": "answer", "sdp": sdp}
+
+
+def event_message(name: str, **fields: Any) -> dict[str, Any]:
+    return {"type": "event", "event": name, **fields}
+
+
+def encode(message: dict[str, Any]) -> str:
+    return json.dumps(message, separators=(",", ":"))
+
+
+def _parse_options(raw: Any) -> dict[str, Any] | ProtocolError:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        return ProtocolError(ErrorCode.BAD_OPTION, "'options' must be a JSON object")
+    for key, value in raw.items():
+        tp = OPTION_TYPES.get(key)
+        if tp is None:
+            known = ", ".join(sorted(OPTION_TYPES))
+            return ProtocolError(ErrorCode.BAD_OPTION, f"unknown option '{key}' (known: {known})")
+        if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+            return ProtocolError(ErrorCode.BAD_OPTION, f"option '{key}' must be {tp.__name__}")
+    return dict(raw)
+
+
+def parse_text(text: str) -> Event:
+    """One text message -> one event (a ProtocolError when the message is malformed)."""
+    try:
+        msg = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        return ProtocolError(ErrorCode.BAD_JSON, "message is not valid JSON")
+    if not isinstance(msg, dict):
+        return ProtocolError(ErrorCode.BAD_MESSAGE, "message must be a JSON object")
+    kind = msg.get("type")
+    if not isinstance(kind, str):
+        return ProtocolError(ErrorCode.MISSING_FIELD, "message needs a string field 'type'")
+    if kind == "offer":
+        sdp = msg.get("sdp")
+        if not isinstance(sdp, str) or not sdp.strip():
+            return ProtocolError(ErrorCode.MISSING_FIELD, "'offer' needs a non-empty string field 'sdp'")
+        if len(sdp) > MAX_SDP_CHARS or not sdp.lstrip().startswith("v=0"):
+            return ProtocolError(ErrorCode.BAD_MESSAGE, "'sdp' is not a session description (must start with v=0)")
+        opts = _parse_options(msg.get("options"))
+        return opts if isinstance(opts, ProtocolError) else Offer(sdp=sdp, options=opts)
+    if kind == "start":
+        opts = _parse_options(msg.get("options"))
+        return opts if isinstance(opts, ProtocolError) else Start(options=opts)
+    if kind == "interrupt":
+        return Interrupt()
+    if kind == "close":
+        reason = msg.get("reason", "")
+        return Close(reason=reason if isinstance(reason, str) else "")
+    return ProtocolError(
+        ErrorCode.UNKNOWN_TYPE,
+        f"unknown message type '{kind[:40]}' (expected offer, start, interrupt or close)",
+    )
+
+
+class SessionProtocol:
+    """State machine of one /ws connection. Feed it messages; it returns the events to act on.
+
+    Rules: the first message must be ``offer`` or ``start`` (anything else, or a malformed first
+    message, ends the connection with CLOSE_POLICY); a second offer/start is an error that does
+    not end the session; binary messages are only valid in SDK sessions; after ``close`` nothing
+    more is accepted.
+    """
+
+    def __init__(self) -> None:
+        self.state = State.AWAITING_FIRST
+        self.kind: SessionKind | None = None
+
+    def receive_text(self, text: str) -> Event:
+        event = parse_text(text)
+        if self.state is State.CLOSED:
+            return ProtocolError(ErrorCode.UNEXPECTED, "session is closed")
+        if self.state is State.AWAITING_FIRST:
+            if isinstance(event, ProtocolError):
+                return ProtocolError(event.code, event.message, close_code=CLOSE_POLICY)
+            if isinstance(event, Offer):
+                self.kind, self.state = SessionKind.WEBRTC, State.ACTIVE
+            elif isinstance(event, Start):
+                self.kind, self.state = SessionKind.SDK, State.ACTIVE
+            elif isinstance(event, Close):
+                self.state = State.CLOSED
+            else:
+                return ProtocolError(
+                    ErrorCode.UNEXPECTED,
+                    "the first message must be 'offer' (WebRTC) or 'start' (avatar SDK)",
+                    close_code=CLOSE_POLICY,
+                )
+            return event
+        if isinstance(event, (Offer, Start)):
+            return ProtocolError(ErrorCode.UNEXPECTED, f"session already started; '{type(event).__name__.lower()}' ignored")
+        if isinstance(event, Close):
+            self.state = State.CLOSED
+        return event
+
+    def receive_bytes(self, data: bytes) -> Event:
+        if self.state is not State.ACTIVE or self.kind is not SessionKind.SDK:
+            close = CLOSE_POLICY if self.state is State.AWAITING_FIRST else None
+            return ProtocolError(
+                ErrorCode.UNEXPECTED, "binary audio is only accepted after a 'start' message", close_code=close
+            )
+        if len(data) % 2:
+            return ProtocolError(ErrorCode.BAD_MESSAGE, "binary audio must be PCM16: an even number of bytes")
+        return AudioChunk(pcm16=bytes(data))

@@ -1,0 +1,373 @@
+"""Per-session frame scheduler: input audio -> encoder blocks -> rendered frames, one deadline per slot.
+
+Timeline. The first audio packet (arrival ``A0``) anchors input time 0; the output clock starts at
+``T0``. Output slot ``n`` departs at ``T0 + n / fps`` and shows input time ``n / fps + phi`` with
+``phi = T0 - A0 - budget``, so a sample leaves (as the frame showing it) at most ``budget`` after it
+arrived. Input frames ``i`` sit on the grid ``e0 + i / fps`` (``e0 = phi mod 1/fps``) and slot
+``n = i + K``. The outgoing audio plays input time ``t - T0 + phi`` at wall time ``t``, i.e. exactly
+the delay the video has, from the same clock.
+
+Every slot is filled when it is due, whatever happened: a rendered frame, a rest frame (silence:
+no renderer work) or, when the renderer missed the deadline, the last frame repeated. Lateness
+raises a degradation level (smaller chunks, lighter renderer hint, every other frame rendered) and
+on-time streaks lower it again. Every buffer is bounded; ``interrupt()`` empties all of them at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import collections
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from realtime.server.media import AUDIO_OUT_RATE, AUDIO_OUT_SAMPLES, AUDIO_PTIME, ENCODER_RATE, AudioRing, MediaClock
+from realtime.server.metrics import ServerMetrics
+from realtime.server.worker import InferenceWorker, WorkerBusy, WorkerClosed
+
+log = logging.getLogger(__name__)
+
+MAX_LEVEL = 3
+LEVEL_UP_LATE = 2  # late frames within the last WINDOW speech frames that raise the level
+WINDOW = 25
+RECOVER_STREAK = 50  # consecutive on-time speech frames before stepping back down
+HANGOVER = 2  # silent frames still rendered after speech so the mouth closes smoothly
+ANCHOR_PACKETS = 50  # 1 s of packets for the arrival-time anchor
+ARRIVAL_MARGIN_S = 0.005  # packets arriving this much earlier than the anchor still meet the budget
+REANCHOR_S = 0.004  # anchor drift that triggers a re-anchor (in silence only)
+MAX_ENCODE_BACKLOG_S = 1.0  # more audio than this waiting for the encoder: skip it (re-anchor)
+
+
+@dataclass
+class Block:
+    block: np.ndarray
+    silent: bool
+    arrival: float  # arrival time of the packet holding the sample this frame shows
+
+
+def split_encoder_output(item) -> tuple[int, np.ndarray]:
+    """Accepts ``(index, block)`` tuples or objects with ``index``/``frame_index`` and ``block``."""
+    if isinstance(item, tuple):
+        return int(item[0]), np.asarray(item[1], dtype=np.float32)
+    idx = getattr(item, "index", getattr(item, "frame_index", None))
+    return int(idx), np.asarray(item.block, dtype=np.float32)
+
+
+class FrameScheduler:
+    def __init__(self, *, fps: int, budget_s: float, lookahead_s: float, max_chunk: int,
+                 silence_dbfs: float, max_frames_ahead: int, audio_buffer_s: float,
+                 worker: InferenceWorker, renderer, avatar, encoder, render_state,
+                 clock: MediaClock, metrics: ServerMetrics, audio_extra_delay_s: float = 0.0) -> None:
+        self.fps, self.period = fps, 1.0 / fps
+        self.budget_s, self.lookahead_s = budget_s, lookahead_s
+        self.max_chunk, self.max_frames_ahead = max_chunk, max_frames_ahead
+        self.silence_rms = 10 ** (silence_dbfs / 20.0)
+        self.worker, self.renderer, self.avatar = worker, renderer, avatar
+        self.encoder, self.state = encoder, render_state
+        self.clock, self.metrics = clock, metrics
+        self.audio_extra_delay_s = audio_extra_delay_s
+        self.ring16 = AudioRing(ENCODER_RATE, audio_buffer_s, np.float32)
+        self.ring48 = AudioRing(AUDIO_OUT_RATE, audio_buffer_s, np.int16)
+        self.phi: float | None = None  # input time shown by slot 0
+        self.a0 = 0.0  # estimated arrival time of input time 0
+        self.K = 0  # slot = input frame + K
+        self.e0 = 0.0
+        self.enc_pos = 0  # next 16 kHz input sample the encoder gets
+        self.enc_base = 0  # input frame index of encoder frame 0 (changes on reset)
+        self.need_reset = False
+        self.gen = 0  # bumped on interrupt; results of older generations are dropped
+        self.blocks: dict[int, Block] = {}
+        self.rendered_upto = -(10**9)  # highest input frame handed to the renderer
+        self.last_speech_i = -(10**9)
+        self.ready: dict[int, np.ndarray] = {}  # slot -> frame rendered from speech
+        self.ready_arrival: dict[int, float] = {}
+        self.rest: dict[int, np.ndarray] = {}  # slot -> rest frame
+        self.last_frame: np.ndarray | None = None
+        self._packets: list[tuple[int, float]] = []  # (end sample, arrival) of recent packets
+        self.level = 0
+        self._outcomes: collections.deque[bool] = collections.deque(maxlen=WINDOW)
+        self._streak = 0
+        self.render_s_per_frame = 0.01  # running estimate, used to skip frames that cannot make it
+        self._audio_wake = asyncio.Event()
+        self._render_wake = asyncio.Event()
+        self.counts = collections.Counter()
+        self.history: collections.deque[tuple[float, int, str]] = collections.deque(maxlen=250)  # (t, slot, kind)
+        self._sent_delay_v: float | None = None
+        self.av_offset_s = 0.0
+
+    # ---- input -------------------------------------------------------------------------------
+    def on_packet(self, end16: int, arrival: float) -> None:
+        self._packets.append((end16, arrival))
+        if len(self._packets) > 4 * 50:  # 4 s of 20 ms packets
+            del self._packets[:50]
+        # When input time 0 "arrived": a packet's last sample arrives with it, so the earliest
+        # (arrival - end) over recent packets is the least-jittered estimate.
+        a0 = min(a - e / ENCODER_RATE for e, a in self._packets[-ANCHOR_PACKETS:])
+        if self.phi is None:
+            self._set_anchor(a0)
+        elif (abs(a0 - self.a0) > REANCHOR_S and self.last_speech_i < self.rendered_upto - 2 * self.fps
+              and not self.ready):
+            # Only in silence (>= 2 s since speech, nothing pending): the shift is invisible and
+            # inaudible, and it keeps a long session on the sender's clock (no drift).
+            self.counts["reanchor"] += 1
+            self._set_anchor(a0)
+        self._audio_wake.set()
+
+    def _set_anchor(self, a0: float) -> None:
+        t0 = self.clock.start()
+        first = self.phi is None
+        self.a0 = a0
+        self.phi = t0 - a0 - (self.budget_s - ARRIVAL_MARGIN_S)
+        k = -math.floor(self.phi * self.fps)
+        self.K, self.e0 = k, self.phi + k / self.fps
+        if first:
+            self.enc_pos = round(self.e0 * ENCODER_RATE)
+        else:  # restart the encoder on the new grid after the audio it already has
+            self.blocks.clear()
+            self.interrupt_encoder_only(max(self.enc_pos, self.ring16.end))
+            self.rendered_upto = self.enc_base - 1
+
+    def _arrival_of(self, sample: int) -> float:
+        i = bisect.bisect_right([p[0] for p in self._packets], sample)
+        return self._packets[min(i, len(self._packets) - 1)][1] if self._packets else time.monotonic()
+
+    def slot_time(self, slot: int) -> float:
+        return (self.clock.t0 or 0.0) + slot * self.period
+
+    # ---- control -----------------------------------------------------------------------------
+    def interrupt(self) -> None:
+        """Drops pending audio, blocks and frames now; the next slot is a rest frame."""
+        self.gen += 1
+        dropped = len(self.ready) + sum(1 for b in self.blocks.values() if not b.silent)
+        self.metrics.frames_dropped.inc(dropped)
+        self.metrics.interrupts.inc()
+        self.ready.clear()
+        self.ready_arrival.clear()
+        self.blocks.clear()
+        self.ring16.clear()
+        self.ring48.clear()
+        self.last_speech_i = -(10**9)
+        if self.phi is not None:  # restart the encoder on the same frame grid, after the dropped audio
+            i = math.ceil((self.ring16.end / ENCODER_RATE - self.e0) * self.fps)
+            self.enc_base, self.enc_pos = i, round((self.e0 + i * self.period) * ENCODER_RATE)
+            self.rendered_upto = i - 1
+        self.need_reset = True
+        self.last_frame = None
+        self._render_wake.set()
+
+    # ---- encoder loop ------------------------------------------------------------------------
+    async def encode_loop(self) -> None:
+        min_push = ENCODER_RATE // 50  # 20 ms
+        while True:
+            await self._audio_wake.wait()
+            self._audio_wake.clear()
+            end = self.ring16.end
+            if end - self.enc_pos < min_push:
+                continue
+            if end - self.enc_pos > MAX_ENCODE_BACKLOG_S * ENCODER_RATE:  # worker too slow: skip ahead
+                log.warning("encoder backlog %.2f s: skipping audio", (end - self.enc_pos) / ENCODER_RATE)
+                self.counts["encode_skips"] += 1
+                self.interrupt_encoder_only(end)
+            start, gen, reset = self.enc_pos, self.gen, self.need_reset
+            samples = self.ring16.read(start, end - start)
+            self.enc_pos, self.need_reset = end, False
+            try:
+                out = await self.worker.run(lambda: self._encode(samples, reset), kind="encode")
+            except (WorkerBusy, WorkerClosed):
+                continue
+            if gen != self.gen:
+                continue
+            for item in out:
+                j, block = split_encoder_output(item)
+                self._add_block(self.enc_base + j, block)
+            self._render_wake.set()
+
+    def interrupt_encoder_only(self, end: int) -> None:
+        i = math.ceil((end / ENCODER_RATE - self.e0) * self.fps)
+        self.enc_base, self.enc_pos = i, round((self.e0 + i * self.period) * ENCODER_RATE)
+        self.need_reset = True
+
+    def _encode(self, samples: np.ndarray, reset: bool) -> list:
+        t = time.perf_counter()
+        if reset:
+            self.encoder.reset()
+        out = self.encoder.push(samples)
+        self.metrics.encode_time.observe(time.perf_counter() - t)
+        return out
+
+    def _add_block(self, i: int, block: np.ndarray) -> None:
+        center = round((self.e0 + i * self.period) * ENCODER_RATE)
+        lo = center - int(0.04 * ENCODER_RATE)
+        window = self.ring16.read(lo, int((0.04 + self.lookahead_s) * ENCODER_RATE))
+        rms = float(np.sqrt(np.mean(np.square(window, dtype=np.float64)))) if len(window) else 0.0
+        silent = rms < self.silence_rms
+        if not silent:
+            self.last_speech_i = i
+        # a short hangover keeps rendering just after speech so the renderer can close the mouth
+        skip = silent and i - self.last_speech_i > HANGOVER
+        self.blocks[i] = Block(block, skip, self._arrival_of(center))
+        if len(self.blocks) > 4 * self.max_frames_ahead:  # bounded even if nothing consumes them
+            for k in sorted(self.blocks)[: len(self.blocks) - 4 * self.max_frames_ahead]:
+                del self.blocks[k]
+
+    # ---- render loop -------------------------------------------------------------------------
+    def _chunk_limit(self) -> int:
+        return {0: self.max_chunk, 1: max(1, self.max_chunk // 2)}.get(self.level, max(1, min(2, self.max_chunk)))
+
+    def _next_speech_chunk(self) -> list[int]:
+        now = self.clock.now()
+        chunk: list[int] = []
+        for i in sorted(self.blocks):
+            b = self.blocks[i]
+            if i <= self.rendered_upto or b.silent:
+                continue
+            slot = i + self.K
+            if self.slot_time(slot) < now + self.render_s_per_frame * (len(chunk) + 1):
+                self.rendered_upto = max(self.rendered_upto, i)  # cannot make its slot: it repeats
+                continue
+            if self.level >= MAX_LEVEL and i % 2:  # render every other frame, repeat in between
+                self.rendered_upto = max(self.rendered_upto, i)
+                continue
+            if chunk and (i != chunk[-1] + 1 and not (self.level >= MAX_LEVEL and i == chunk[-1] + 2)):
+                break
+            if len(self.ready) + len(chunk) >= self.max_frames_ahead:
+                break
+            chunk.append(i)
+            if len(chunk) >= self._chunk_limit():
+                break
+        return chunk
+
+    async def render_loop(self) -> None:
+        while True:
+            await self._render_wake.wait()
+            self._render_wake.clear()
+            await self._prepare_rest()
+            while True:
+                chunk = self._next_speech_chunk()
+                if not chunk:
+                    break
+                await self._render(chunk)
+
+    async def _render(self, chunk: list[int]) -> None:
+        gen = self.gen
+        slots = np.array([i + self.K for i in chunk], dtype=np.int64)
+        blocks = np.stack([self.blocks[i].block for i in chunk])
+        arrivals = [self.blocks[i].arrival for i in chunk]
+        self.rendered_upto = chunk[-1]
+        if self.state is not None:
+            self.state.data["quality"] = "low" if self.level >= 2 else "full"
+        try:
+            frames = await self.worker.run(lambda: self._render_job(slots, blocks),
+                                           deadline=self.slot_time(int(slots[0])), kind="render")
+        except (WorkerBusy, WorkerClosed):
+            return
+        if gen != self.gen:
+            self.metrics.frames_dropped.inc(len(frames))
+            return
+        for s, f, a in zip(slots, frames, arrivals):
+            self.ready[int(s)] = f
+            self.ready_arrival[int(s)] = a
+
+    def _render_job(self, slots: np.ndarray, blocks: np.ndarray) -> list[np.ndarray]:
+        t = time.perf_counter()
+        out = self.renderer.render_chunk(self.avatar, slots, blocks, self.state).frames
+        dt = (time.perf_counter() - t) / len(slots)
+        self.metrics.render_time.observe(dt)
+        self.metrics.frames_rendered.inc(len(slots))
+        self.render_s_per_frame = 0.8 * self.render_s_per_frame + 0.2 * dt
+        return out
+
+    async def _prepare_rest(self) -> None:
+        """Keeps rest frames ready for the next few slots (cheap; done in the worker in one job)."""
+        if self.clock.t0 is None:
+            return
+        first = max(0, math.ceil((self.clock.now() - self.clock.t0) / self.period))
+        want = [s for s in range(first, first + 8) if s not in self.rest]
+        if len(want) < 4:
+            return
+        try:
+            frames = await self.worker.run(
+                lambda: [self.renderer.rest_frame(self.avatar, s, self.state) for s in want],
+                deadline=self.slot_time(want[0]), kind="rest")
+        except (WorkerBusy, WorkerClosed):
+            return
+        self.rest.update(zip(want, frames))
+
+    # ---- output --------------------------------------------------------------------------------
+    def frame_for(self, slot: int) -> np.ndarray:
+        """Called by the video track when ``slot`` is due. Never waits."""
+        now = self.clock.now()
+        for d in (self.ready, self.ready_arrival, self.rest):
+            for s in [s for s in d if s < slot]:
+                if d is self.ready:
+                    self.metrics.frames_dropped.inc()
+                del d[s]
+        i = slot - self.K if self.phi is not None else None
+        for k in [k for k in self.blocks if i is None or k < i - 2]:
+            del self.blocks[k]
+        frame = self.ready.pop(slot, None)
+        if frame is not None:
+            self.metrics.engine_latency.observe(now - self.ready_arrival.pop(slot))
+            self._outcome(True)
+            kind = "speech"
+        elif i is not None and i in self.blocks and not self.blocks[i].silent:
+            kind = "late"  # speech whose frame is not ready: repeat what the viewer saw last
+            self.metrics.frames_late.inc()
+            self._outcome(False, counts_late=not (self.level >= MAX_LEVEL and i % 2))
+        else:
+            kind = "rest"
+        if kind == "rest":
+            frame = self.rest.pop(slot, None)
+            if frame is None:
+                frame = self.last_frame if self.last_frame is not None else self.avatar.frame(slot)
+                self.metrics.frames_repeated.inc()
+            self.metrics.frames_rest.inc()
+        elif kind == "late":
+            frame = self.last_frame if self.last_frame is not None else self.rest.pop(slot, None)
+            if frame is None:
+                frame = self.avatar.frame(slot)
+            self.metrics.frames_repeated.inc()
+        self.counts[kind] += 1
+        self.history.append((now, slot, kind))
+        self.metrics.frames_sent.inc()
+        self.last_frame = frame
+        self._render_wake.set()
+        return frame
+
+    def _outcome(self, on_time: bool, counts_late: bool = True) -> None:
+        if not counts_late:
+            return
+        self._outcomes.append(on_time)
+        self._streak = self._streak + 1 if on_time else 0
+        if not on_time and self._outcomes.count(False) >= LEVEL_UP_LATE and self.level < MAX_LEVEL:
+            self.level += 1
+            self._outcomes.clear()
+            log.info("degrading to level %d", self.level)
+        elif self._streak >= RECOVER_STREAK and self.level > 0:
+            self.level -= 1
+            self._streak = 0
+            log.info("recovering to level %d", self.level)
+
+    def on_video_sent(self, slot: int, t: float) -> None:
+        if self.phi is not None:
+            self._sent_delay_v = t - (slot * self.period + self.phi)
+
+    def samples_for(self, k: int) -> np.ndarray:
+        """48 kHz int16 samples of audio frame ``k``: the input delayed exactly like the video."""
+        if self.phi is None:
+            return np.zeros(AUDIO_OUT_SAMPLES, np.int16)
+        start = round((k * AUDIO_PTIME + self.phi - self.audio_extra_delay_s) * AUDIO_OUT_RATE)
+        return self.ring48.read(start, AUDIO_OUT_SAMPLES)
+
+    def on_audio_sent(self, k: int, t: float) -> None:
+        if self.phi is not None and self._sent_delay_v is not None:
+            delay_a = t - (k * AUDIO_PTIME + self.phi - self.audio_extra_delay_s)
+            self.av_offset_s = 0.9 * self.av_offset_s + 0.1 * (delay_a - self._sent_delay_v)
+
+    @property
+    def audio_backlog_s(self) -> float:
+        return max(0, self.ring16.end - self.enc_pos) / ENCODER_RATE

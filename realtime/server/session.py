@@ -1,0 +1,158 @@
+"""A WebRTC session: one object owning its peer connection, tracks, tasks and buffers.
+
+Everything the session creates is released in ``close()`` (called from the handler's ``finally``),
+and ``wait_closed()`` returns as soon as the client is gone: socket closed (the handler sees it),
+ICE failed or closed, or ICE never connected within ``limits.ice_timeout_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+
+from realtime.server.config import RealtimeConfig
+from realtime.server.engine import LOOKAHEAD_S, Engine
+from realtime.server.media import AudioInput, AudioOutputTrack, MediaClock, VideoOutputTrack
+from realtime.server.metrics import ServerMetrics
+from realtime.server.scheduler import FrameScheduler
+
+log = logging.getLogger(__name__)
+
+_ids = itertools.count(1)  # session ids for logs only; carries no state worth resetting
+
+
+class SessionError(Exception):
+    """The session cannot start (bad SDP, no audio in the offer); sent to the client as an error."""
+
+
+class WebRTCSession:
+    def __init__(self, engine: Engine, config: RealtimeConfig, metrics: ServerMetrics,
+                 options: dict | None = None) -> None:
+        self.id = f"s{next(_ids)}"
+        self.engine, self.config, self.metrics = engine, config, metrics
+        options = options or {}
+        self.lookahead = "low" if options.get("low_latency") or config.lookahead == "low" else "full"
+        budget_ms = config.low_latency_budget_ms if self.lookahead == "low" else config.latency_budget_ms
+        self.budget_s = budget_ms / 1000.0
+        self.pc: RTCPeerConnection | None = None
+        self.clock = MediaClock()
+        renderer = engine.renderer(self.lookahead)
+        self.scheduler = FrameScheduler(
+            fps=config.fps, budget_s=self.budget_s, lookahead_s=LOOKAHEAD_S[self.lookahead],
+            max_chunk=config.max_chunk, silence_dbfs=config.silence_dbfs,
+            max_frames_ahead=config.limits.max_frames_ahead, audio_buffer_s=config.limits.audio_buffer_s,
+            worker=engine.worker, renderer=renderer, avatar=engine.avatar,
+            encoder=engine.encoder_factory(self.lookahead, config.fps),
+            render_state=renderer.new_state(int(options.get("seed", 0))),
+            clock=self.clock, metrics=metrics, audio_extra_delay_s=config.audio_extra_delay_ms / 1000.0,
+        )
+        self.video = VideoOutputTrack(self.clock, config.fps, self.scheduler.frame_for, self._on_video_sent)
+        self.audio = AudioOutputTrack(self.clock, self.scheduler.samples_for, self.scheduler.on_audio_sent)
+        self.audio_input: AudioInput | None = None
+        self.tasks: set[asyncio.Task] = set()
+        self.gone = asyncio.Event()
+        self.connected = asyncio.Event()
+        self.closed = False
+        self.started_at = time.monotonic()
+        self._sent = 0
+        self._rate_mark = (time.monotonic(), 0)
+        self.fps_now = 0.0
+
+    def _spawn(self, coro, name: str) -> asyncio.Task:
+        task = asyncio.create_task(coro, name=f"{self.id}-{name}")
+        self.tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("session %s task %s failed", self.id, task.get_name(), exc_info=task.exception())
+            self.gone.set()
+
+    def _on_video_sent(self, slot: int, t: float) -> None:
+        self._sent += 1
+        self.scheduler.on_video_sent(slot, t)
+
+    def output_fps(self) -> float:
+        t, n = time.monotonic(), self._sent
+        t0, n0 = self._rate_mark
+        if t - t0 >= 0.5:
+            self.fps_now = (n - n0) / (t - t0)
+            self._rate_mark = (t, n)
+        return self.fps_now
+
+    async def start(self, offer_sdp: str) -> str:
+        """Applies the client's offer; returns the answer SDP (ICE candidates included, non-trickle)."""
+        servers = [RTCIceServer(urls=u) for u in self.config.ice_servers]
+        self.pc = pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
+
+        @pc.on("track")
+        def on_track(track) -> None:
+            if track.kind == "audio" and self.audio_input is None:
+                self.audio_input = AudioInput(track, self.scheduler.ring16, self.scheduler.ring48,
+                                              self.scheduler.on_packet)
+                self._spawn(self.audio_input.run(), "audio-in")
+
+        @pc.on("connectionstatechange")
+        def on_state() -> None:
+            log.info("session %s connection %s", self.id, pc.connectionState)
+            if pc.connectionState == "connected":
+                self.connected.set()
+            elif pc.connectionState in ("failed", "closed"):
+                self.gone.set()
+
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        except Exception as e:  # aiortc raises ValueError and friends on malformed SDP
+            raise SessionError(f"the offer's SDP could not be used ({e}); send a browser/aiortc offer") from None
+        kinds = {t.kind for t in pc.getTransceivers()}
+        if "audio" not in kinds or "video" not in kinds:
+            raise SessionError("the offer must have an audio (sendrecv) and a video (recvonly or sendrecv) section")
+        pc.addTrack(self.audio)
+        pc.addTrack(self.video)
+        await pc.setLocalDescription(await pc.createAnswer())
+        self._spawn(self.scheduler.encode_loop(), "encode")
+        self._spawn(self.scheduler.render_loop(), "render")
+        self._spawn(self._ice_watchdog(), "ice-watchdog")
+        return pc.localDescription.sdp
+
+    async def _ice_watchdog(self) -> None:
+        try:
+            await asyncio.wait_for(self.connected.wait(), self.config.limits.ice_timeout_s)
+        except asyncio.TimeoutError:
+            log.info("session %s: ICE did not connect within %.1f s", self.id, self.config.limits.ice_timeout_s)
+            self.gone.set()
+
+    def interrupt(self) -> None:
+        self.scheduler.interrupt()
+
+    async def close(self) -> None:
+        """Releases every task, track and buffer; idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        self.gone.set()
+        tasks = [t for t in self.tasks if t is not asyncio.current_task()]
+        for t in tasks:
+            t.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True),
+                                   self.config.limits.teardown_timeout_s)
+        self.video.stop()
+        self.audio.stop()
+        if self.pc is not None:
+            try:
+                await asyncio.wait_for(self.pc.close(), self.config.limits.teardown_timeout_s)
+            except Exception:  # a stuck transport must not keep the session alive
+                log.warning("session %s: peer connection did not close cleanly", self.id, exc_info=True)
+        s = self.scheduler
+        s.ready.clear(), s.rest.clear(), s.blocks.clear()
+        self.audio_input = None
+        log.info("session %s closed after %.1f s (%s)", self.id, time.monotonic() - self.started_at,
+                 dict(s.counts))

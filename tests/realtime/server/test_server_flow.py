@@ -1,0 +1,163 @@
+"""End-to-end over loopback: real aiortc peers against the server with fake models."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+
+from clients.webrtc_peer import WebRTCPeer
+from server_fakes import FakeAvatar, mouth_darkness, speech_like
+
+
+def ws_url(srv) -> str:
+    return f"ws://127.0.0.1:{srv.port}/ws"
+
+
+async def test_offer_answer_constant_fps_and_silence_is_rest(server):
+    peer = WebRTCPeer(ws_url(server))
+    reply = await peer.connect()
+    assert reply["type"] == "answer" and reply["sdp"].startswith("v=0")
+    await peer.wait_connected()
+    await asyncio.sleep(0.6)  # let the jitter buffer settle
+    n0, t0 = len(peer.video_times), time.monotonic()
+    await asyncio.sleep(3.0)
+    fps = (len(peer.video_times) - n0) / (time.monotonic() - t0)
+    assert 22.0 <= fps <= 27.5, fps
+    rest = FakeAvatar().frame(0)
+    diffs = [mouth_darkness(img, rest) for _, img in peer.video[-50:]]
+    assert max(diffs) < 6.0, max(diffs)  # silence: mouth closed, as the rest frame (VP8 noise only)
+    session = next(iter(server.sessions))
+    assert session.scheduler.counts["speech"] == 0 and session.scheduler.counts["rest"] > 50
+    assert server.engine.renderer("full").calls == []  # no renderer work in silence
+    events = [m for m in peer.messages if m.get("type") == "event"]
+    assert events and events[0]["event"] == "session_started"
+    await peer.close()
+
+
+async def test_speech_opens_mouth_within_budget_and_audio_comes_back(server):
+    peer = WebRTCPeer(ws_url(server))
+    await peer.connect()
+    await peer.wait_connected()
+    await asyncio.sleep(0.5)
+    onset = peer.play(speech_like(1.5))
+    await asyncio.sleep(2.2)
+    rest = FakeAvatar().frame(0)
+    opened = [t for t, img in peer.video if t > onset and mouth_darkness(img, rest) > 15.0]
+    assert opened, "mouth never opened during speech"
+    # glass-to-glass on loopback through aiortc's jitter buffers: budget 170 ms + transport
+    assert opened[0] - onset < 0.8, opened[0] - onset
+    session = next(iter(server.sessions))
+    sched = session.scheduler
+    assert sched.counts["speech"] >= 25  # ~1.5 s of speech at 25 fps, minus late ones
+    lat = server.metrics.engine_latency
+    assert lat.count >= 25
+    # the scheduler sends each frame `budget` after the packet it shows arrived (never later)
+    assert lat.percentile(95) <= session.budget_s + 0.005, lat.percentile(95)
+    assert lat.percentile(50) >= session.budget_s - 0.045
+    assert server.metrics.frames_late.value <= 2
+    assert peer.audio_frames > 100  # the delayed speech comes back as audio
+    await peer.close()
+
+
+async def test_interrupt_drops_pending_within_one_frame():
+    from conftest import make_config, make_engine
+    from realtime.server.app import RealtimeServer
+
+    # a long budget keeps ~0.4 s of received speech pending at the server when the interrupt comes
+    engine = make_engine()
+    async with RealtimeServer(make_config(latency_budget_ms=600), engine) as server:
+        peer = WebRTCPeer(ws_url(server))
+        await peer.connect()
+        await peer.wait_connected()
+        peer.play(speech_like(3.0))
+        await asyncio.sleep(1.2)
+        session = next(iter(server.sessions))
+        sched = session.scheduler
+        assert sched.counts["speech"] > 5
+        peer.audio_out.clear()  # the client stops talking; what it said is in flight / pending
+        await asyncio.sleep(0.2)
+        assert sched.history[-1][2] == "speech" and sched.ready
+        t_int = time.monotonic()
+        await peer.send({"type": "interrupt"})
+        deadline = time.monotonic() + 2
+        while not any(m.get("event") == "interrupted" for m in peer.messages) and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        k_next = int((time.monotonic() - sched.clock.t0) / 0.02) + 1
+        assert all(not np.any(sched.samples_for(k)) for k in range(k_next, k_next + 30))  # audio dropped too
+        await asyncio.sleep(0.5)
+        after = [(round(t - t_int, 3), kind) for t, _, kind in sched.history if t > t_int - 0.1]
+        late = [(t, kind) for t, kind in after if t > 0.040 + 0.010]  # one frame time + scheduling slack
+        assert late and all(kind == "rest" for _, kind in late), after
+        assert server.metrics.interrupts.value == 1 and server.metrics.frames_dropped.value > 0
+        await peer.close()
+    engine.close()
+
+
+async def test_session_cap_gives_error_and_close_code(server):
+    peers = [WebRTCPeer(ws_url(server)) for _ in range(2)]
+    for p in peers:
+        await p.connect()
+    extra = WebRTCPeer(ws_url(server))
+    try:
+        await extra.connect()
+        raise AssertionError("third session accepted over a cap of 2")
+    except ConnectionError as e:
+        assert "session_cap" in str(e)
+    await asyncio.sleep(0.1)
+    assert extra.ws.close_code == 1013
+    assert server.metrics.sessions_rejected.value == 1
+    await extra.close(send_close=False)
+    for p in peers:
+        await p.close()
+
+
+async def _wait_no_sessions(server, timeout: float) -> float:
+    t0 = time.monotonic()
+    while server.sessions and time.monotonic() - t0 < timeout:
+        await asyncio.sleep(0.05)
+    return time.monotonic() - t0
+
+
+async def test_teardown_when_client_vanishes(server):
+    peer = WebRTCPeer(ws_url(server))
+    await peer.connect()
+    await peer.wait_connected()
+    await asyncio.sleep(0.5)
+    session = next(iter(server.sessions))
+    # the client disappears: no close message, peer connection and socket just drop
+    await peer.pc.close()
+    await peer.ws.transport.abort() if asyncio.iscoroutinefunction(peer.ws.transport.abort) else peer.ws.transport.abort()
+    took = await _wait_no_sessions(server, 5.0)
+    assert not server.sessions, "session still open 5 s after the client vanished"
+    assert took < 5.0
+    assert session.closed and not session.tasks
+    assert all(t.done() for t in asyncio.all_tasks() if t.get_name().startswith(session.id))
+    await asyncio.sleep(0.6)  # metrics tick
+    assert "syncvid_sessions 0" in server.metrics.render()
+    await peer.close(send_close=False)
+
+
+async def test_teardown_when_ice_never_connects(server):
+    from websockets.asyncio.client import connect
+    import json
+
+    from aiortc import RTCConfiguration, RTCPeerConnection
+
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc.addTransceiver("audio", direction="sendrecv")
+    pc.addTransceiver("video", direction="recvonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    async with connect(ws_url(server)) as ws:
+        await ws.send(json.dumps({"type": "offer", "sdp": pc.localDescription.sdp}))
+        reply = json.loads(await ws.recv())
+        assert reply["type"] == "answer"
+        await pc.close()  # never applies the answer: ICE cannot connect
+        assert len(server.sessions) == 1
+        took = await _wait_no_sessions(server, 5.0)
+        assert not server.sessions and took < 5.0
+        started = json.loads(await asyncio.wait_for(ws.recv(), 2))
+        ended = json.loads(await asyncio.wait_for(ws.recv(), 2))
+        assert started["event"] == "session_started"
+        assert ended == {"type": "event", "event": "session_ended", "reason": "media connection lost"}

@@ -1,0 +1,84 @@
+"""Plain HTTP on the WebSocket port, and the server surviving bad clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+
+from websockets.asyncio.client import connect
+
+
+def http_get(port: int, path: str) -> tuple[int, str, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, r.headers["Content-Type"], r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers["Content-Type"], e.read().decode()
+
+
+async def get(port: int, path: str):
+    return await asyncio.to_thread(http_get, port, path)
+
+
+async def test_healthz_metrics_page_and_404(server):
+    status, ctype, body = await get(server.port, "/healthz")
+    assert status == 200 and ctype == "application/json"
+    health = json.loads(body)
+    assert health["status"] == "ok" and health["sessions"] == 0 and health["max_sessions"] == 2
+    status, ctype, body = await get(server.port, "/metrics")
+    assert status == 200 and ctype.startswith("text/plain; version=0.0.4")
+    for name in ("syncvid_sessions 0", "# TYPE syncvid_engine_latency_seconds histogram",
+                 'syncvid_engine_latency_seconds_bucket{le="+Inf"} 0', "syncvid_frames_late_total 0",
+                 "syncvid_frames_repeated_total 0", "syncvid_output_fps 0", "syncvid_av_offset_seconds 0",
+                 "syncvid_render_seconds_per_frame_count 0", "syncvid_frame_queue_depth 0",
+                 "# TYPE syncvid_glass_to_glass_latency_seconds histogram"):
+        assert name in body, name
+    status, ctype, body = await get(server.port, "/")
+    assert status == 200 and ctype.startswith("text/html") and "/ws" in body + (await get(server.port, "/app.js"))[2]
+    status, _, _ = await get(server.port, "/nope")
+    assert status == 404
+
+
+async def _first_reply(port: int, message):
+    async with connect(f"ws://127.0.0.1:{port}/ws") as ws:
+        await ws.send(message)
+        reply = json.loads(await ws.recv())
+        try:
+            await asyncio.wait_for(ws.recv(), 2)
+        except Exception:
+            pass
+        return reply, ws.close_code
+
+
+async def test_bad_messages_get_errors_and_server_survives(server):
+    reply, code = await _first_reply(server.port, "{oops")
+    assert reply == {"type": "error", "code": "bad_json", "message": "message is not valid JSON"} and code == 1008
+    reply, code = await _first_reply(server.port, json.dumps({"type": "offer"}))
+    assert reply["code"] == "missing_field" and "sdp" in reply["message"] and code == 1008
+    reply, code = await _first_reply(server.port, json.dumps({"type": "hello"}))
+    assert reply["code"] == "unknown_type" and code == 1008
+    reply, code = await _first_reply(server.port, json.dumps({"type": "start"}))
+    assert reply["code"] == "not_supported" and code == 1003
+    # a syntactically valid SDP that aiortc cannot use: error, close, no session left behind
+    reply, code = await _first_reply(server.port, json.dumps({"type": "offer", "sdp": "v=0\r\n"}))
+    assert reply["type"] == "error" and code in (1008, 1011)
+    for _ in range(100):  # the handler's finally runs just after the client saw the close
+        if not server.sessions and server._reserved == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert not server.sessions and server._reserved == 0
+    status, _, body = await get(server.port, "/healthz")
+    assert status == 200 and json.loads(body)["sessions"] == 0
+
+
+async def test_oversized_message_closes_connection_only(server):
+    async with connect(f"ws://127.0.0.1:{server.port}/ws", max_size=None) as ws:
+        await ws.send("x" * (server.config.limits.max_message_bytes + 1))
+        try:
+            await asyncio.wait_for(ws.recv(), 2)
+        except Exception:
+            pass
+        assert ws.close_code == 1009  # message too big
+    status, _, _ = await get(server.port, "/healthz")
+    assert status == 200

@@ -253,12 +253,17 @@ def _crop_affine_or_nan(face_affine: np.ndarray, geometry: FaceGeometry) -> np.n
 
 def prepare_avatar(source: str | Path | np.ndarray, out_dir: str | Path, kind: str = "video", resolution: int = 256,
                    vae: Any = None, max_frames: int | None = None, progress: bool = True,
-                   detector: str = "facemesh") -> Avatar:
-    """Computes and stores the face track of a video or photo (see ``realtime.face.prepare``)."""
+                   detector: str = "facemesh", replace: bool = True,
+                   source_name: str | None = None) -> Avatar:
+    """Computes and stores the face track of a video or photo (see ``realtime.face.prepare``).
+
+    ``source``: a path, or an (H, W, 3) uint8 RGB array for ``kind="image"``. An existing avatar in
+    ``out_dir`` is replaced (``replace=False`` keeps a valid one, for racing cache fills).
+    """
     from realtime.face.prepare import prepare
 
     return prepare(source, out_dir, kind=kind, resolution=resolution, vae=vae, max_frames=max_frames,
-                   progress=progress, detector=detector)
+                   progress=progress, detector=detector, replace=replace, source_name=source_name)
 
 
 def default_cache_dir() -> Path:
@@ -285,4 +290,5 @@ def default_avatar(cache_dir: str | Path | None = None, resolution: int = 256) -
     import skimage.data
 
     log.info("preparing the default avatar (astronaut photo) in %s", directory)
-    return prepare_avatar(skimage.data.astronaut(), directory, kind="image", resolution=resolution, progress=False)
+    return prepare_avatar(skimage.data.astronaut(), directory, kind="image", resolution=resolution, progress=False,
+                          replace=False, source_name="skimage.data.astronaut (public domain photo)")

@@ -61,7 +61,8 @@ class NpyStreamWriter:
 
 
 def prepare(source: str | Path | np.ndarray, out_dir: str | Path, kind: str = "video", resolution: int = 256,
-            vae: Any = None, max_frames: int | None = None, progress: bool = True, detector: str = "facemesh") -> Avatar:
+            vae: Any = None, max_frames: int | None = None, progress: bool = True, detector: str = "facemesh",
+            replace: bool = True, source_name: str | None = None) -> Avatar:
     if kind not in ("video", "image"):
         raise ValueError(f"kind must be 'video' or 'image', got {kind!r}")
     if resolution not in (256, 512):
@@ -73,19 +74,28 @@ def prepare(source: str | Path | np.ndarray, out_dir: str | Path, kind: str = "v
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
         meta = _compute(source, tmp, kind, resolution, max_frames, progress, detector)
+        if source_name:
+            meta.source = source_name
         if vae is not None:
             meta.latents = _encode_latents(vae, tmp, meta, progress)
         (tmp / META_FILE).write_text(meta.to_json())
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; an avatar is ordinary user data
-        _publish(tmp, out_dir)
+        _publish(tmp, out_dir, replace)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return Avatar.load(out_dir)
 
 
-def _publish(tmp: Path, out_dir: Path) -> None:
-    """Renames the finished directory into place; an existing avatar there is replaced."""
+def _publish(tmp: Path, out_dir: Path, replace: bool = True) -> None:
+    """Renames the finished directory into place; an existing avatar there is replaced, or, with
+    ``replace=False`` (cache fills racing each other), kept when it loads."""
+    if out_dir.exists() and not replace:
+        try:
+            Avatar.load(out_dir)
+            return
+        except MediaInputError:
+            pass
     if out_dir.exists():
         if not (out_dir / META_FILE).is_file() and any(out_dir.iterdir()):
             raise MediaInputError(f"{out_dir} exists and is not an avatar directory: choose an empty or new --out")

@@ -147,3 +147,16 @@ def test_vae_latents_tiny(astronaut, tmp_path):
     np.testing.assert_allclose(lat[0], ref, atol=1e-5)
     assert np.abs(lat[1] - lat[0]).mean() > 1e-4  # masked crop encodes differently
     assert a.meta.latents["order"] == ["reference", "masked"]
+
+
+def test_default_avatar_concurrent_first_use(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    cache = tmp_path / "c" / "default"
+    with ThreadPoolExecutor(3) as pool:
+        avatars = list(pool.map(lambda _: default_avatar(cache_dir=cache), range(3)))
+    assert all(a.num_frames == 1 and a.has_face(0) for a in avatars)
+    for a in avatars[1:]:
+        np.testing.assert_array_equal(a.crop(0), avatars[0].crop(0))
+    assert sorted(p.name for p in cache.parent.iterdir()) == ["default"]
+    assert Avatar.load(cache).meta.source.startswith("skimage.data.astronaut")

@@ -225,6 +225,8 @@ class RealtimeServer:
             elif isinstance(event, P.Interrupt):
                 session.interrupt()
                 await self._send(ws, P.event_message("interrupted"))
+            elif isinstance(event, P.Report):
+                self.metrics.glass_latency.observe(event.glass_to_glass_ms / 1000.0)
             elif isinstance(event, P.Close):
                 await ws.close(P.CLOSE_NORMAL, event.reason[:120] or "bye")
                 return

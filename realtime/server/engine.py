@@ -55,9 +55,11 @@ def build_engine(config: RealtimeConfig) -> Engine:
         from realtime.audio.streaming import StreamingAudioEncoder
         from realtime.audio.whisper_loader import load_whisper
 
-        # The low-latency viseme model needs <= 40 ms of future audio: ask the encoder for less.
-        extra = 0 if lookahead == "full" else -80
-        return StreamingAudioEncoder(load_whisper(), fps=fps, extra_lookahead_ms=extra)
+        from realtime.visemes.windows import WINDOWS
+
+        # Low-latency mode: the viseme model's window [c-8, c+2) needs 40 ms of future audio.
+        w = WINDOWS[lookahead]
+        return StreamingAudioEncoder(load_whisper(), fps=fps, extra_lookahead_ms=0, block=(w.past, w.future))
 
     return Engine(avatar=avatar, renderer_factory=renderer_factory, encoder_factory=encoder_factory,
                   worker=InferenceWorker())

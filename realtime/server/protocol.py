@@ -72,6 +72,13 @@ class Close:
 
 
 @dataclass(frozen=True)
+class Report:
+    """Client-side measurement fed into /metrics (e.g. glass-to-glass latency it observed)."""
+
+    glass_to_glass_ms: float
+
+
+@dataclass(frozen=True)
 class AudioChunk:
     """Binary message of an SDK session: PCM16 little-endian mono samples."""
 
@@ -88,7 +95,7 @@ class ProtocolError:
         return error_message(self.code, self.message)
 
 
-Event = Offer | Start | Interrupt | Close | AudioChunk | ProtocolError
+Event = Offer | Start | Interrupt | Close | Report | AudioChunk | ProtocolError
 
 
 def error_message(code: ErrorCode, message: str) -> dict[str, Any]:
@@ -149,9 +156,14 @@ def parse_text(text: str) -> Event:
     if kind == "close":
         reason = msg.get("reason", "")
         return Close(reason=reason if isinstance(reason, str) else "")
+    if kind == "report":
+        v = msg.get("glass_to_glass_ms")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 60000:
+            return ProtocolError(ErrorCode.BAD_MESSAGE, "'report' needs a number 'glass_to_glass_ms' in [0, 60000)")
+        return Report(glass_to_glass_ms=float(v))
     return ProtocolError(
         ErrorCode.UNKNOWN_TYPE,
-        f"unknown message type '{kind[:40]}' (expected offer, start, interrupt or close)",
+        f"unknown message type '{kind[:40]}' (expected offer, start, interrupt, report or close)",
     )
 
 

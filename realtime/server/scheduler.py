@@ -87,6 +87,7 @@ class FrameScheduler:
         self.ready_arrival: dict[int, float] = {}
         self.rest: dict[int, np.ndarray] = {}  # slot -> rest frame
         self.last_frame: np.ndarray | None = None
+        self.thinned: set[int] = set()  # input frames skipped on purpose at the top level (repeated)
         self._packets: list[tuple[int, float]] = []  # (end sample, arrival) of recent packets
         self.level = 0
         self._outcomes: collections.deque[bool] = collections.deque(maxlen=WINDOW)
@@ -148,6 +149,7 @@ class FrameScheduler:
         self.ready.clear()
         self.ready_arrival.clear()
         self.blocks.clear()
+        self.thinned.clear()
         self.ring16.clear()
         self.ring48.clear()
         self.last_speech_i = -(10**9)
@@ -231,6 +233,7 @@ class FrameScheduler:
                 continue
             if self.level >= MAX_LEVEL and i % 2:  # render every other frame, repeat in between
                 self.rendered_upto = max(self.rendered_upto, i)
+                self.thinned.add(i)
                 continue
             if chunk and (i != chunk[-1] + 1 and not (self.level >= MAX_LEVEL and i == chunk[-1] + 2)):
                 break
@@ -309,15 +312,19 @@ class FrameScheduler:
         i = slot - self.K if self.phi is not None else None
         for k in [k for k in self.blocks if i is None or k < i - 2]:
             del self.blocks[k]
+        self.thinned = {k for k in self.thinned if i is not None and k >= i}
         frame = self.ready.pop(slot, None)
         if frame is not None:
             self.metrics.engine_latency.observe(now - self.ready_arrival.pop(slot))
             self._outcome(True)
             kind = "speech"
+        elif i is not None and i in self.thinned:
+            kind = "repeat"  # degraded on purpose: every other frame repeats the previous one
+            self._outcome(True)
         elif i is not None and i in self.blocks and not self.blocks[i].silent:
             kind = "late"  # speech whose frame is not ready: repeat what the viewer saw last
             self.metrics.frames_late.inc()
-            self._outcome(False, counts_late=not (self.level >= MAX_LEVEL and i % 2))
+            self._outcome(False)
         else:
             kind = "rest"
         if kind == "rest":
@@ -326,7 +333,7 @@ class FrameScheduler:
                 frame = self.last_frame if self.last_frame is not None else self.avatar.frame(slot)
                 self.metrics.frames_repeated.inc()
             self.metrics.frames_rest.inc()
-        elif kind == "late":
+        else:  # late or repeat
             frame = self.last_frame if self.last_frame is not None else self.rest.pop(slot, None)
             if frame is None:
                 frame = self.avatar.frame(slot)
@@ -338,9 +345,7 @@ class FrameScheduler:
         self._render_wake.set()
         return frame
 
-    def _outcome(self, on_time: bool, counts_late: bool = True) -> None:
-        if not counts_late:
-            return
+    def _outcome(self, on_time: bool) -> None:
         self._outcomes.append(on_time)
         self._streak = self._streak + 1 if on_time else 0
         if not on_time and self._outcomes.count(False) >= LEVEL_UP_LATE and self.level < MAX_LEVEL:

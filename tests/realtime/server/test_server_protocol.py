@@ -17,6 +17,8 @@ def test_offer_starts_webrtc_session_with_options():
     assert ev == P.Offer(sdp=SDP, options={"low_latency": True})
     assert proto.kind is P.SessionKind.WEBRTC and proto.state is P.State.ACTIVE
     assert isinstance(proto.receive_text('{"type":"interrupt"}'), P.Interrupt)
+    assert proto.receive_text('{"type":"report","glass_to_glass_ms":312.5}') == P.Report(312.5)
+    assert isinstance(proto.receive_text('{"type":"report","glass_to_glass_ms":"fast"}'), P.ProtocolError)
     again = proto.receive_text(json.dumps({"type": "offer", "sdp": SDP}))
     assert isinstance(again, P.ProtocolError) and again.code is P.ErrorCode.UNEXPECTED and again.close_code is None
     assert proto.receive_text('{"type":"close","reason":"done"}') == P.Close("done")

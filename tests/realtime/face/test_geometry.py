@@ -66,15 +66,24 @@ def test_warp_fill_value_and_shape():
     assert crop.shape == (256, 256, 3) and (crop == 127).all()
 
 
-def test_paste_back_roundtrip_on_astronaut(astronaut_track):
-    img, lm, m = astronaut_track
-    g = FaceGeometry(256)
+@pytest.mark.parametrize("res, limit", [(256, 2.0), (512, 1.0)])
+def test_paste_back_roundtrip_on_astronaut(astronaut, astronaut_landmarks, res, limit):
+    from realtime.face.landmarks import facemesh_alignment_points
+
+    img, lm = astronaut, astronaut_landmarks
+    g = FaceGeometry(res)
+    m = AffineTracker(g).update(facemesh_alignment_points(lm))
     crop = warp_face(img, m, g)
     out = paste_back(img, crop, m, g)
     inside = _face_region(lm, img.shape[:2])
     err = np.abs(out.astype(np.float64) - img).mean(axis=2)
-    assert err[inside].mean() < 2.0
+    assert err[inside].mean() < limit  # measured 1.41 at 256, 0.68 at 512
     assert err[~inside].mean() < 0.1
+
+
+def test_paste_mask_matches_full_frame(astronaut_track):
+    img, lm, m = astronaut_track
+    g = FaceGeometry(256)
     # ROI-restricted mask equals LatentSync's full-frame construction
     pm = paste_mask(m, img.shape[:2], g)
     full = _full_frame_mask(m, img.shape[:2], g)

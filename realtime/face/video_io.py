@@ -113,7 +113,7 @@ def _decode_av(path: Path, fps: float | None, max_frames: int | None) -> Iterato
         src_dur = 1.0 / float(rate) if rate else float(step or 0.04)
         try:
             for frame in container.decode(stream):
-                img = frame.to_ndarray(format="rgb24")
+                img = _upright(frame)
                 if step is None:
                     yield img
                     n_out += 1
@@ -139,3 +139,11 @@ def _decode_av(path: Path, fps: float | None, max_frames: int | None) -> Iterato
             if n_out == 0:
                 raise MediaInputError(f"{path} could not be decoded ({e}): re-encode it as H.264 mp4") from e
             log.warning("%s: decoding stopped after %d frames (%s); using the frames read", path, n_out, e)
+
+
+def _upright(frame) -> np.ndarray:
+    """RGB pixels as displayed: phone videos store a display rotation (counterclockwise degrees) that
+    players apply, as ffmpeg's autorotate does; faces must be upright for the landmark detector."""
+    img = frame.to_ndarray(format="rgb24")
+    quarter = int(round((getattr(frame, "rotation", 0) or 0) / 90)) % 4
+    return np.ascontiguousarray(np.rot90(img, quarter)) if quarter else img

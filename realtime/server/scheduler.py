@@ -333,7 +333,7 @@ class FrameScheduler:
                 frame = self.last_frame if self.last_frame is not None else self.avatar.frame(slot)
                 self.metrics.frames_repeated.inc()
             self.metrics.frames_rest.inc()
-        else:  # late or repeat
+        elif kind in ("late", "repeat"):
             frame = self.last_frame if self.last_frame is not None else self.rest.pop(slot, None)
             if frame is None:
                 frame = self.avatar.frame(slot)

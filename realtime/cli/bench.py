@@ -10,6 +10,7 @@ BENCHMARKS = {
     "realtime": "server on loopback: engine / glass-to-glass latency, A/V offset, sessions",
     "unet": "UNet step time per frame (tiny and full configs)",
     "mouth": "embedded mouth renderer frames per second",
+    "face": "landmarks, alignment warp and paste-back per frame; avatar preparation",
 }
 
 

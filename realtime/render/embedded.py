@@ -63,12 +63,12 @@ class EmbeddedRenderer(Renderer):
 
     name = "embedded"
 
-    def __init__(self, lookahead: str = "full", crop_size: int | None = 256, idle: bool = True,
-                 predictor: Any = None):
+    def __init__(self, lookahead: str = "full", idle: bool = True, predictor: Any = None,
+                 region_side: int | None = None):
         if lookahead not in ("full", "low"):
             raise ValueError(f"lookahead must be 'full' or 'low', got {lookahead!r}")
         self.lookahead = lookahead
-        self.crop_size = crop_size
+        self.region_side = region_side  # None: from the face size
         self.idle = idle
         self._predictor = predictor
         self._rigs: weakref.WeakKeyDictionary[Any, OrderedDict] = weakref.WeakKeyDictionary()
@@ -100,7 +100,7 @@ class EmbeddedRenderer(Renderer):
         if lm is None or not np.isfinite(lm).all():
             return None
         frame = avatar.frame(frame_index)
-        rig = FaceRig.build(lm, frame.shape[:2], self.crop_size, eyes=bool(getattr(avatar, "is_photo", False)))
+        rig = FaceRig.build(lm, frame.shape[:2], self.region_side, eyes=bool(getattr(avatar, "is_photo", False)))
         entry = (rig, MouthInterior.build(np.asarray(frame), rig))
         with self._lock:
             per_avatar[src] = entry

@@ -1,7 +1,7 @@
 """Landmark-driven lip and jaw deformation: one piecewise-affine mesh warp per frame, one ``cv2.remap``.
 
 Per avatar frame a :class:`FaceRig` is built once from the frame's 478 FaceMesh landmarks: a square
-work region around the face (resampled to ``crop_size`` pixels), a Delaunay triangulation of the mesh
+work region around the face (on the frame's own pixel grid), a Delaunay triangulation of the mesh
 vertices plus a fixed band outside the face outline and the work-region border, and a small linear
 basis of per-vertex displacements ("modes": seal the lips, drop the lower lip, drop the jaw, narrow,
 widen, roll, blink). A frame's deformation is then ``seal + sum(weight_k * mode_k)``: a (V, 2)
@@ -50,6 +50,10 @@ NARROW_PUCKER, NARROW_FUNNEL, WIDEN_STRETCH = 0.22, 0.14, 0.10
 UNSMILE_IN, UNSMILE_DROP = 0.09, 1.0  # corners come in (x W) and drop (x smile) at full opening
 BAND_SCALE = 1.45  # fixed anchors at this multiple of the face-outline radius (keeps collar and neck still)
 MIN_MOVE_PX = 0.25  # vertices moving less than this stay put (saves rasterising the still face)
+# The warp is rasterised on the frame's own pixel grid of the region (one resampling, no blur) up to
+# this size; larger faces get a coarser work grid whose maps are resized, which smears the sealed lip
+# line slightly (resizing a map blends source positions across the seam).
+MAX_WORK = 384
 REGION_SCALE = 1.7  # work-region side / face-outline extent
 
 
@@ -108,15 +112,18 @@ class WorkRegion:
         return pts / self.scale + self.offset
 
 
-def work_region(landmarks: np.ndarray, frame_hw: tuple[int, int], crop_size: int | None) -> WorkRegion:
+def work_region(landmarks: np.ndarray, frame_hw: tuple[int, int], side: int | None = None,
+                max_work: int = MAX_WORK) -> WorkRegion:
+    """Square around the face (``side`` frame pixels, default from the face size), on a work grid of at
+    most ``max_work`` pixels."""
     oval = landmarks[FACE_OVAL]
     centre = oval.mean(0)
-    side = int(np.ceil(REGION_SCALE * np.ptp(oval, axis=0).max()))
+    side = side or int(np.ceil(REGION_SCALE * np.ptp(oval, axis=0).max()))
     h, w = frame_hw
     side = min(side, h, w)
     x0 = int(np.clip(round(centre[0] - side / 2), 0, w - side))
     y0 = int(np.clip(round(centre[1] - side / 2), 0, h - side))
-    return WorkRegion(x0, y0, side, crop_size or side)
+    return WorkRegion(x0, y0, side, min(side, max_work))
 
 
 def _falloff(pts: np.ndarray, anchors: np.ndarray, sigma: float) -> np.ndarray:
@@ -144,12 +151,12 @@ class FaceRig:
     landmarks: np.ndarray  # (478, 2) work coords
 
     @classmethod
-    def build(cls, landmarks: np.ndarray, frame_hw: tuple[int, int], crop_size: int | None = 256,
-              eyes: bool = True) -> "FaceRig":
+    def build(cls, landmarks: np.ndarray, frame_hw: tuple[int, int], side: int | None = None,
+              eyes: bool = True, max_work: int = MAX_WORK) -> "FaceRig":
         lm_frame = np.asarray(landmarks, dtype=np.float64)
         if lm_frame.shape[0] < N_MESH:
             raise ValueError(f"expected FaceMesh landmarks (468 or 478, 2), got {lm_frame.shape}")
-        region = work_region(lm_frame, frame_hw, crop_size)
+        region = work_region(lm_frame, frame_hw, side, max_work)
         lm = region.to_work(lm_frame)
         mesh = lm[:N_MESH]
         s = region.size
@@ -299,8 +306,6 @@ def _mouth_modes(lm: np.ndarray, n_vertices: int) -> tuple[dict[str, np.ndarray]
     rel = mesh - centre
     u = rel @ e_x / (W / 2)  # -1 at the left corner, +1 at the right
     v = rel @ e_y / (W / 2)
-    inner_half = max(1e-3, float(np.linalg.norm(lm[308] - lm[78])) / 2)
-    u_in = (mesh - (lm[78] + lm[308]) / 2) @ e_x / inner_half
 
     # Which side of the mouth line each vertex is on, smoothly (cheeks beside the corners get ~0.5).
     mid_line = np.interp(u, ((lm[UPPER_INNER] + lm[LOWER_INNER]) / 2 - centre) @ e_x / (W / 2),
@@ -317,10 +322,20 @@ def _mouth_modes(lm: np.ndarray, n_vertices: int) -> tuple[dict[str, np.ndarray]
     prof = np.clip(1 - np.clip(np.abs(u), 0, 1) ** 2, 0, 1) ** 0.5  # opening profile along the mouth
 
     # Seal: inner pairs meet at one third of their gap from the upper lip.
-    gaps = (lm[LOWER_INNER] - lm[UPPER_INNER]) @ e_y
-    pair_u = ((lm[LOWER_INNER] + lm[UPPER_INNER]) / 2 - (lm[78] + lm[308]) / 2) @ e_x / inner_half
+    # The gap profile falls to zero at the outer corners (61, 291), not the inner ones: a smile's dark
+    # corner pockets lie between the two and must close too.
+    gaps = np.maximum((lm[LOWER_INNER[1:-1]] - lm[UPPER_INNER[1:-1]]) @ e_y, 0)
+    pair_u = ((lm[LOWER_INNER[1:-1]] + lm[UPPER_INNER[1:-1]]) / 2 - centre) @ e_x / (W / 2)
+    # FaceMesh puts the lower lip's corner points (96, 325) a few pixels below the corner cluster
+    # (61, 62, 76, 78): sample the gap there too, and reach zero just beyond the corners.
+    # Capped by the nearest inner pair's gap, so a closed mouth stays exactly as it is.
+    end_gaps = gaps[0], gaps[-1]
+    for lower_corner, upper_corner, cap in ((96, (62, 76, 78), end_gaps[0]), (325, (292, 306, 308), end_gaps[1])):
+        corner_gap = float((lm[lower_corner] - lm[list(upper_corner)].mean(0)) @ e_y)
+        pair_u = np.r_[pair_u, (lm[lower_corner] - centre) @ e_x / (W / 2)]
+        gaps = np.r_[gaps, float(np.clip(corner_gap, 0.0, cap))]
     order = np.argsort(pair_u)
-    g = np.interp(np.clip(u_in, -1, 1), pair_u[order], np.maximum(gaps[order], 0), left=0, right=0)
+    g = np.interp(u, np.r_[-1.1, pair_u[order], 1.1], np.r_[0.0, gaps[order], 0.0], left=0, right=0)
     seal = np.outer(g * (near_upper / 3 - 2 * near_lower / 3), e_y)
     pair_gap = lm[LOWER_INNER] - lm[UPPER_INNER]
     seal[UPPER_INNER] = pair_gap / 3

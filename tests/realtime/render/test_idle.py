@@ -62,7 +62,7 @@ def test_eyelid_warp_closes_the_eyes(facemesh, astronaut):
     from realtime.render.idle import EYES
 
     img, lm = astronaut
-    rig = FaceRig.build(lm, img.shape[:2], crop_size=256, eyes=True)
+    rig = FaceRig.build(lm, img.shape[:2], eyes=True)
     shut = rig.paste_back(img, rig.warp(img, rig.displacement(MouthParams(eyeBlink=1.0))))
     open_ = rig.paste_back(img, rig.warp(img, rig.displacement(MouthParams())))
 

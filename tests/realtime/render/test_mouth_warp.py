@@ -10,7 +10,7 @@ from tests.realtime.render.conftest import lip_gap
 @pytest.fixture(scope="module")
 def rigged(astronaut):
     img, lm = astronaut
-    rig = FaceRig.build(lm, img.shape[:2], crop_size=256, eyes=False)
+    rig = FaceRig.build(lm, img.shape[:2], eyes=False)
     return img, lm, rig, MouthInterior.build(img, rig)
 
 
@@ -116,7 +116,7 @@ def test_warp_is_deterministic_and_neutral_is_identity_for_closed_mouth(rigged):
     img, lm, rig, _ = rigged
     closed_lm = lm.copy()
     closed_lm[[14, 87, 178, 88, 95, 317, 402, 318, 324]] = closed_lm[[13, 82, 81, 80, 191, 312, 311, 310, 415]]
-    rig2 = FaceRig.build(closed_lm, img.shape[:2], crop_size=256, eyes=False)
+    rig2 = FaceRig.build(closed_lm, img.shape[:2], eyes=False)
     assert np.abs(rig2.displacement(MouthParams())).max() == 0
 
 

@@ -120,12 +120,41 @@ class RealtimeServer:
         if path == "/metrics":
             self.metrics.sessions.set(len(self.sessions))
             return _response(200, self.metrics.render().encode(), "text/plain; version=0.0.4; charset=utf-8")
+        if path == "/stats":  # JSON summary for benchmarks (percentiles from raw samples)
+            body = self.stats(reset="reset=1" in request.path)
+            return _response(200, json.dumps(body).encode(), "application/json")
         if path in STATIC:
             name, ctype = STATIC[path]
             f = self.client_dir / name
             if f.is_file():
                 return _response(200, f.read_bytes(), ctype)
         return _response(404, b"not found\n", "text/plain; charset=utf-8")
+
+    def stats(self, reset: bool = False) -> dict:
+        m = self.metrics
+        lat, rt = m.engine_latency, m.render_time
+
+        def ms(h, q):
+            v = h.percentile(q)
+            return None if v != v else round(v * 1000, 2)
+
+        out = {
+            "sessions": len(self.sessions),
+            "engine_latency_ms": {"p50": ms(lat, 50), "p95": ms(lat, 95), "n": len(lat.samples)},
+            "render_ms_per_frame": {"p50": ms(rt, 50), "p95": ms(rt, 95)},
+            "encode_ms_per_push": {"p50": ms(m.encode_time, 50), "p95": ms(m.encode_time, 95)},
+            "frames": {k: int(getattr(m, "frames_" + k).value)
+                       for k in ("sent", "rendered", "rest", "late", "repeated", "dropped")},
+            "skipped_slots": sum(s.video.skipped for s in self.sessions),
+            "output_fps": round(m.output_fps.value, 2),
+            "degrade_level_max": max((s.scheduler.level for s in self.sessions), default=0),
+            "av_offset_ms": [round(s.scheduler.av_offset_s * 1000, 2) for s in self.sessions],
+            "kinds": [dict(s.scheduler.counts) for s in self.sessions],
+        }
+        if reset:
+            for h in (lat, rt, m.encode_time):
+                h.reset_samples()
+        return out
 
     # ---- WebSocket --------------------------------------------------------------------------------
     async def _send(self, ws: ServerConnection, message: dict) -> None:

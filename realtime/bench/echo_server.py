@@ -1,0 +1,103 @@
+"""A trivial zero-delay echo server speaking the same /ws offer/answer protocol: the transport floor.
+
+Each outgoing video slot shows the avatar's first frame with a dark mouth box when the most recent
+received 20 ms audio packet is loud, and the outgoing audio is the most recent received packet. No
+look-ahead, no model, no queue: whatever delay a client measures against it is aiortc's transport
+(jitter buffers, codecs, pacing). `syncvid bench realtime` runs it in a subprocess next to the real
+server. Run by hand: ``python -m realtime.bench.echo_server --port 8090``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+LOUD_RMS = 10 ** (-35 / 20)  # a speech packet; quieter is silence
+
+
+def mouth_box(avatar) -> tuple[slice, slice]:
+    """Rows/cols around the lips (FaceMesh 61/291 corners, 0/17 outer lips), with room for the jaw."""
+    lm = avatar.landmarks(0)
+    pts = lm[[61, 291, 0, 17, 13, 14]]
+    x0, y0 = pts.min(0)
+    x1, y1 = pts.max(0)
+    h = y1 - y0
+    return slice(int(y0 - 0.2 * h), int(y1 + 0.6 * h)), slice(int(x0), int(x1))
+
+
+async def serve_echo(host: str, port: int) -> None:
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+    from aiortc.mediastreams import MediaStreamError
+    from websockets.asyncio.server import serve
+
+    from realtime.face.avatar import default_avatar
+    from realtime.server.media import (AUDIO_OUT_RATE, AudioOutputTrack, MediaClock, VideoOutputTrack)
+
+    avatar = default_avatar()
+    rest = np.ascontiguousarray(avatar.frame(0))
+    opened = rest.copy()
+    rows, cols = mouth_box(avatar)
+    opened[rows.start + (rows.stop - rows.start) // 4 : rows.stop - (rows.stop - rows.start) // 4, cols] = (25, 8, 8)
+
+    async def handler(ws) -> None:
+        msg = json.loads(await ws.recv())
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        state = {"loud": False, "last": np.zeros(960, np.int16)}
+        clock = MediaClock()
+
+        async def drain(track) -> None:
+            import av
+
+            resampler = av.AudioResampler(format="s16", layout="mono", rate=AUDIO_OUT_RATE)
+            while True:
+                try:
+                    frame = await track.recv()
+                except MediaStreamError:
+                    return
+                for out in resampler.resample(frame):
+                    x = out.to_ndarray().reshape(-1)
+                    state["last"] = x[:960] if len(x) >= 960 else np.pad(x, (0, 960 - len(x)))
+                    state["loud"] = float(np.sqrt(np.mean((x / 32768.0) ** 2))) > LOUD_RMS
+
+        tasks = []
+
+        @pc.on("track")
+        def on_track(track) -> None:
+            if track.kind == "audio":
+                tasks.append(asyncio.create_task(drain(track)))
+
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=msg["sdp"], type="offer"))
+        pc.addTrack(AudioOutputTrack(clock, lambda k: state["last"]))
+        pc.addTrack(VideoOutputTrack(clock, 25, lambda slot: opened if state["loud"] else rest))
+        await pc.setLocalDescription(await pc.createAnswer())
+        await ws.send(json.dumps({"type": "answer", "sdp": pc.localDescription.sdp}))
+        try:
+            async for _ in ws:
+                pass
+        finally:
+            for t in tasks:
+                t.cancel()
+            await pc.close()
+
+    async with serve(handler, host, port, compression=None):
+        log.info("echo server on ws://%s:%d/ws", host, port)
+        await asyncio.Future()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8090)
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO)
+    asyncio.run(serve_echo(args.host, args.port))
+
+
+if __name__ == "__main__":
+    main()

@@ -76,6 +76,24 @@ class DiffusionRenderer(Renderer):
         self._lock = threading.Lock()  # the cache is shared by the worker threads of several sessions
         self._deep_cache_meta: dict[str, bool] = {}
 
+    @classmethod
+    def from_files(cls, unet_ckpt: str, unet_config: str, vae_dir: str | None, sampler: SamplerConfig | None = None,
+                   device: str | None = None) -> "DiffusionRenderer":
+        """LatentSync's UNet checkpoint + its YAML + a local VAE folder; fp16 on CUDA, fp32 on CPU."""
+        from realtime.errors import WeightsError
+        from realtime.render.vae_loader import load_vae
+        from realtime.unet_loader import load_unet
+
+        if not vae_dir:
+            raise WeightsError(
+                f"the UNet checkpoint {unet_ckpt} needs a VAE: pass --vae DIR, a local diffusers-format folder "
+                "of stabilityai/sd-vae-ft-mse (or madebyollin/taesd); nothing is downloaded")
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = torch.float16 if torch.device(device).type == "cuda" else torch.float32
+        vae = load_vae(vae_dir, device=device, dtype=dtype)  # fails fast, before the 5 GB UNet
+        unet = load_unet(unet_ckpt, unet_config, device=device, dtype=dtype)
+        return cls(unet, vae, sampler, device=device, dtype=dtype)
+
     # ---- Renderer interface -------------------------------------------------------------------
 
     def new_state(self, seed: int = 0) -> RenderState:

@@ -1,0 +1,126 @@
+"""H.264 + AAC mp4 writer (PyAV): frames streamed in one at a time, the audio muxed at the end.
+
+yuv420p needs even dimensions: odd frame sizes are padded by one replicated edge row/column (never
+cropped, so no face pixel is lost). Video timestamps are exact frame counts in a 1/fps time base.
+"""
+
+from __future__ import annotations
+
+import logging
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from realtime.errors import MediaInputError
+
+log = logging.getLogger(__name__)
+
+AUDIO_FRAME = 1024  # samples per AAC frame fed to the encoder
+DEFAULT_CRF = 18  # visually lossless, as LatentSync's ffmpeg call (-crf 18)
+
+
+def _fps_fraction(fps: float) -> Fraction:
+    return Fraction(fps).limit_denominator(1001)
+
+
+def even_pad(frame: np.ndarray) -> np.ndarray:
+    h, w = frame.shape[:2]
+    if h % 2 == 0 and w % 2 == 0:
+        return frame
+    return np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+
+
+class VideoWriter:
+    """``with VideoWriter(path, fps, audio=samples) as w: w.write(frame) ...``.
+
+    The audio (mono float in [-1, 1] at ``audio_rate``) is encoded as AAC interleaved with the video:
+    after each frame, the audio up to that frame's end time is muxed; the rest at ``close``.
+    """
+
+    def __init__(self, path: str | Path, fps: float = 25.0, audio: np.ndarray | None = None,
+                 audio_rate: int = 16000, crf: int = DEFAULT_CRF, audio_bitrate: int = 64_000):
+        import av
+
+        self.path = Path(path)
+        if not self.path.parent.exists():
+            raise MediaInputError(f"output directory {self.path.parent} does not exist; create it or choose another --out")
+        self.fps = _fps_fraction(fps)
+        self.crf = crf
+        self.audio_bitrate = audio_bitrate
+        self.audio = None if audio is None else np.clip(np.asarray(audio, np.float32).reshape(-1), -1.0, 1.0)
+        self.audio_rate = int(audio_rate)
+        try:
+            self._container = av.open(str(self.path), mode="w", format="mp4")
+        except (OSError, av.FFmpegError) as e:
+            raise MediaInputError(f"cannot write {self.path}: {e}") from None
+        self._video = None
+        self._astream = None
+        self._audio_pos = 0
+        self.frames_written = 0
+
+    def _open_streams(self, h: int, w: int) -> None:
+        self._video = self._container.add_stream("libx264", rate=self.fps)
+        self._video.width, self._video.height = w, h
+        self._video.pix_fmt = "yuv420p"
+        self._video.time_base = 1 / self.fps
+        self._video.options = {"crf": str(self.crf), "preset": "veryfast", "threads": "1"}
+        if self.audio is not None and len(self.audio):
+            self._astream = self._container.add_stream("aac", rate=self.audio_rate)
+            self._astream.layout = "mono"
+            self._astream.bit_rate = self.audio_bitrate
+
+    def write(self, frame: np.ndarray) -> None:
+        """One (H, W, 3) uint8 RGB frame."""
+        import av
+
+        frame = even_pad(np.ascontiguousarray(frame, dtype=np.uint8))
+        if self._video is None:
+            self._open_streams(*frame.shape[:2])
+        elif (frame.shape[0], frame.shape[1]) != (self._video.height, self._video.width):
+            raise ValueError(f"frame size {frame.shape[1]}x{frame.shape[0]} differs from the first frame's")
+        vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+        vf.pts = self.frames_written
+        vf.time_base = 1 / self.fps
+        for packet in self._video.encode(vf):
+            self._container.mux(packet)
+        self.frames_written += 1
+        self._push_audio(int(self.frames_written / self.fps * self.audio_rate))
+
+    def _push_audio(self, until: int) -> None:
+        import av
+
+        if self._astream is None:
+            return
+        until = min(until, len(self.audio))
+        while self._audio_pos + AUDIO_FRAME <= until or (until == len(self.audio) and self._audio_pos < until):
+            block = self.audio[self._audio_pos:self._audio_pos + AUDIO_FRAME][None, :]
+            af = av.AudioFrame.from_ndarray(np.ascontiguousarray(block), format="flt", layout="mono")
+            af.sample_rate = self.audio_rate
+            af.pts = self._audio_pos
+            af.time_base = Fraction(1, self.audio_rate)
+            for packet in self._astream.encode(af):
+                self._container.mux(packet)
+            self._audio_pos += block.shape[1]
+
+    def close(self) -> None:
+        if self._container is None:
+            return
+        try:
+            if self._video is not None:
+                for packet in self._video.encode(None):
+                    self._container.mux(packet)
+            if self._astream is not None:
+                self._push_audio(len(self.audio))
+                for packet in self._astream.encode(None):
+                    self._container.mux(packet)
+        finally:
+            self._container.close()
+            self._container = None
+        log.info("wrote %s: %d frames at %s fps", self.path, self.frames_written, self.fps)
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -59,7 +59,7 @@ def build_engine(config: RealtimeConfig) -> Engine:
 
         # Low-latency mode: the viseme model's window [c-8, c+2) needs 40 ms of future audio.
         w = WINDOWS[lookahead]
-        return StreamingAudioEncoder(load_whisper(), fps=fps, extra_lookahead_ms=0, block=(w.past, w.future))
+        return StreamingAudioEncoder(shared["weights"], fps=fps, extra_lookahead_ms=0, block=(w.past, w.future))
 
     return Engine(avatar=avatar, renderer_factory=renderer_factory, encoder_factory=encoder_factory,
                   worker=InferenceWorker())

@@ -50,11 +50,15 @@ class Block:
 
 
 def split_encoder_output(item) -> tuple[int, np.ndarray]:
-    """Accepts ``(index, block)`` tuples or objects with ``index``/``frame_index`` and ``block``."""
+    """``(index, block)`` tuples (test stand-ins) or ``FrameFeatures`` (index, features tensor)."""
     if isinstance(item, tuple):
-        return int(item[0]), np.asarray(item[1], dtype=np.float32)
-    idx = getattr(item, "index", getattr(item, "frame_index", None))
-    return int(idx), np.asarray(item.block, dtype=np.float32)
+        idx, block = item
+    else:
+        idx, block = item.index, getattr(item, "features", None)
+        block = item.block if block is None else block
+    if hasattr(block, "detach"):
+        block = block.detach().cpu().numpy()
+    return int(idx), np.asarray(block, dtype=np.float32)
 
 
 class FrameScheduler:

@@ -135,36 +135,6 @@ def read_video(path: str | Path) -> tuple[list[np.ndarray], float]:
         return [f.to_ndarray(format="rgb24") for f in c.decode(stream)], fps
 
 
-def write_video(path: str | Path, frames: list[np.ndarray], fps: float, samples: np.ndarray | None = None) -> None:
-    """Minimal H.264 (+ AAC) writer for evaluation clips."""
-    from fractions import Fraction
-
-    import av
-
-    with av.open(str(path), "w") as c:
-        v = c.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
-        v.height, v.width = frames[0].shape[:2]
-        v.pix_fmt = "yuv420p"
-        v.options = {"crf": "18", "preset": "veryfast"}
-        a = None
-        if samples is not None:
-            a = c.add_stream("aac", rate=16000)
-            a.layout = "mono"
-        for f in frames:
-            for pkt in v.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
-                c.mux(pkt)
-        for pkt in v.encode():
-            c.mux(pkt)
-        if a is not None:
-            af = av.AudioFrame.from_ndarray((np.clip(samples, -1, 1) * 32767).astype(np.int16)[None], format="s16",
-                                            layout="mono")
-            af.sample_rate = 16000
-            for pkt in a.encode(af):
-                c.mux(pkt)
-            for pkt in a.encode():
-                c.mux(pkt)
-
-
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     ok = np.isfinite(a) & np.isfinite(b)
     if ok.sum() < 3 or np.std(a[ok]) == 0 or np.std(b[ok]) == 0:
@@ -194,9 +164,9 @@ def score(gaps: np.ndarray, implied: np.ndarray, speech: np.ndarray, closed_read
                          int(np.isnan(gaps).sum()))
 
 
-def evaluate_video(video: str | Path, audio, transcript: str | None = None,
-                   closed_reading: float | None = None) -> tuple[LipSyncReport, np.ndarray, np.ndarray]:
-    """Scores a rendered video against its audio; returns the report, measured gaps and implied opening."""
+def evaluate_video(video: str | Path, audio, transcript: str | None = None, closed_reading: float | None = None,
+                   guard: int = 2) -> tuple[LipSyncReport, np.ndarray, np.ndarray, np.ndarray]:
+    """Scores a rendered video against its audio: the report, measured gaps, implied opening, speech mask."""
     from realtime.audio.io import load_audio
 
     samples = load_audio(audio)
@@ -205,4 +175,4 @@ def evaluate_video(video: str | Path, audio, transcript: str | None = None,
     log.info("aligning to %r", text)
     implied, speech = implied_opening(align_phones(samples, text), len(frames), fps)
     gaps = measure_gaps(frames)
-    return score(gaps, implied, speech, closed_reading), gaps, implied
+    return score(gaps, implied, speech, closed_reading, guard), gaps, implied, speech

@@ -1,0 +1,136 @@
+import numpy as np
+import pytest
+
+from realtime.render.base import RenderState
+from realtime.render.embedded import VISEMES, EmbeddedRenderer, params_from_prediction
+from realtime.render.mouth_warp import MouthParams
+from tests.realtime.render.conftest import lip_gap
+
+NAMES = ["jawOpen", "mouthClose", "mouthFunnel", "mouthPucker", "mouthStretchLeft", "mouthStretchRight",
+         "mouthRollLower", "mouthRollUpper"]
+
+
+class RecurrentFake:
+    """Stands in for VisemePredictor: deterministic, with recurrent state, so chunking matters."""
+
+    blendshape_names = NAMES
+
+    def new_state(self):
+        return {"h": 0.0}
+
+    def predict(self, blocks, state):
+        energy = np.abs(blocks).mean(axis=(1, 2))
+        probs, shapes = [], []
+        for e in energy:
+            state["h"] = 0.6 * state["h"] + 0.4 * float(e)  # coarticulation-like memory
+            h = state["h"]
+            logits = np.zeros(15)
+            logits[0] = 6.0 - 12 * h  # silence when quiet
+            logits[VISEMES.index("aa")] = 8 * h
+            logits[VISEMES.index("PP")] = 2 * np.sin(40 * h)
+            p = np.exp(logits - logits.max())
+            probs.append(p / p.sum())
+            shapes.append(np.clip([1.6 * h, 0, 0.3 * h, 0.1 * h, 0.2 * h, 0.2 * h, 0, 0], 0, 1))
+        return np.array(probs, np.float32), np.array(shapes, np.float32)
+
+
+def blocks_for(n, seed=0):
+    rng = np.random.default_rng(seed)
+    loud = (np.sin(np.arange(n) / 2.0) > -0.3).astype(np.float32)[:, None, None]
+    return (rng.standard_normal((n, 50, 384)) * 0.8 * loud).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def renderer():
+    return EmbeddedRenderer(predictor=RecurrentFake())
+
+
+def test_chunked_equals_whole_and_is_deterministic(renderer, default_avatar):
+    n = 20
+    blocks = blocks_for(n)
+    idx = np.arange(n)
+    whole = renderer.render_chunk(default_avatar, idx[:16], blocks[:16], renderer.new_state(3))
+    state = renderer.new_state(3)
+    parts = []
+    for s, e in ((0, 5), (5, 6), (6, 16)):
+        parts += renderer.render_chunk(default_avatar, idx[s:e], blocks[s:e], state).frames
+    assert all(np.array_equal(a, b) for a, b in zip(whole.frames, parts))
+    again = renderer.render_chunk(default_avatar, idx[:16], blocks[:16], renderer.new_state(3))
+    assert all(np.array_equal(a, b) for a, b in zip(whole.frames, again.frames))
+    other_seed = renderer.render_chunk(default_avatar, idx[:16], blocks[:16], renderer.new_state(4))
+    assert not all(np.array_equal(a, b) for a, b in zip(whole.frames, other_seed.frames))  # idle differs
+
+
+def test_events_carry_viseme_probabilities_and_blendshapes(renderer, default_avatar):
+    chunk = renderer.render_chunk(default_avatar, np.arange(8), blocks_for(8), renderer.new_state(0))
+    assert len(chunk.frames) == len(chunk.events) == 8
+    for i, ev in enumerate(chunk.events):
+        assert ev["frame"] == i
+        assert list(ev["visemes"]) == list(VISEMES)
+        assert sum(ev["visemes"].values()) == pytest.approx(1.0, abs=1e-5)
+        assert set(ev["blendshapes"]) == set(NAMES)
+    assert chunk.frames[0].shape == default_avatar.frame(0).shape and chunk.frames[0].dtype == np.uint8
+
+
+def test_silence_renders_the_rest_frame(renderer, default_avatar):
+    state = renderer.new_state(1)
+    idx = np.arange(30, 34)
+    chunk = renderer.render_chunk(default_avatar, idx, np.zeros((4, 50, 384), np.float32), state)
+    for i, f in zip(idx, chunk.frames):
+        assert np.array_equal(f, renderer.rest_frame(default_avatar, int(i), renderer.new_state(1)))
+
+
+def test_rest_frame_mouth_closed_and_speech_opens_it(renderer, default_avatar, facemesh):
+    quiet = renderer.rest_frame(default_avatar, 0, renderer.new_state(0))
+    assert lip_gap(facemesh, quiet) < 0.03
+    loud = renderer.render_params(default_avatar, 0, MouthParams(jawOpen=0.6), renderer.new_state(0))
+    assert lip_gap(facemesh, loud) > 0.12
+
+
+def test_photo_idle_blinks_and_sways(renderer, default_avatar):
+    """Rest frames of a photo over 10 s are not frozen: the eyes close at least once, the head moves."""
+    state = renderer.new_state(0)
+    lm = default_avatar.landmarks(0)
+    eye = (slice(int(lm[159, 1]) - 3, int(lm[145, 1]) + 4), slice(int(lm[33, 0]), int(lm[133, 0]) + 1))
+    frames = [renderer.rest_frame(default_avatar, i, state) for i in range(0, 250, 2)]
+    dark = np.array([np.percentile(f[eye].mean(2), 5) for f in frames])
+    assert dark.max() - np.median(dark) > 20  # the pupil disappears during a blink
+    assert 0.3 < np.abs(frames[0].astype(np.float32) - frames[len(frames) // 2]).mean() < 20
+
+
+def test_silence_and_bilabials_close_the_lips():
+    probs = np.full((3, 15), 0.01)
+    probs[0, 0] = 0.9  # silence
+    probs[1, VISEMES.index("PP")] = 0.9  # p/b/m
+    probs[2, VISEMES.index("aa")] = 0.9
+    probs /= probs.sum(1, keepdims=True)
+    shapes = np.tile(np.array([[0.6, 0, 0.2, 0, 0, 0, 0, 0]]), (3, 1))
+    p = params_from_prediction(probs, shapes, NAMES)
+    assert p[0].jawOpen == pytest.approx(0.0, abs=1e-6)
+    assert p[1].mouthClose >= p[1].jawOpen  # lips sealed, jaw may stay a little open
+    assert p[2].jawOpen == pytest.approx(0.6) and p[2].mouthClose == 0
+
+
+def test_frame_without_face_passes_through(renderer):
+    class NoFace:
+        is_photo = False
+        fps = 25.0
+
+        def frame(self, i):
+            return np.full((64, 64, 3), 7, np.uint8)
+
+        def landmarks(self, i):
+            return None
+
+        def source_index(self, i):
+            return i
+
+    out = renderer.render_params(NoFace(), 0, MouthParams(jawOpen=1.0), RenderState())
+    assert np.array_equal(out, np.full((64, 64, 3), 7, np.uint8))
+
+
+def test_rejects_bad_chunks(renderer, default_avatar):
+    with pytest.raises(ValueError):
+        renderer.render_chunk(default_avatar, np.arange(17), np.zeros((17, 50, 384), np.float32), renderer.new_state())
+    with pytest.raises(ValueError):
+        EmbeddedRenderer(lookahead="medium")

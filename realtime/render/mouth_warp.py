@@ -46,8 +46,8 @@ CORNERS = (61, 291, 78, 308, 62, 292, 76, 306, 96, 325, 77, 307)
 MAX_GAP = 0.45  # lower-lip drop at jawOpen = 1
 UPPER_LIFT = 0.08  # upper lip rises a little as the mouth opens
 CHIN_DROP = 0.30  # extra jaw drop of the skin below the lower lip
-NARROW_PUCKER, NARROW_FUNNEL, WIDEN_STRETCH = 0.22, 0.14, 0.10
-UNSMILE_IN, UNSMILE_DROP = 0.09, 1.0  # corners come in (x W) and drop (x smile) at full opening
+NARROW_PUCKER, NARROW_FUNNEL, WIDEN_STRETCH = 0.36, 0.24, 0.10
+UNSMILE_IN, UNSMILE_DROP = 0.12, 1.3  # corners come in (x W) and drop (x smile) at full opening
 BAND_SCALE = 1.45  # fixed anchors at this multiple of the face-outline radius (keeps collar and neck still)
 MIN_MOVE_PX = 0.25  # vertices moving less than this stay put (saves rasterising the still face)
 # The warp is rasterised on the frame's own pixel grid of the region (one resampling, no blur) up to
@@ -352,7 +352,7 @@ def _mouth_modes(lm: np.ndarray, n_vertices: int) -> tuple[dict[str, np.ndarray]
 
     # Smile: corners above the lip centre; lips un-smile (corners drop and come in) as they open.
     smile = max(0.0, float((centre - (lm[61] + lm[291]) / 2) @ e_y))
-    corner_w = _falloff(mesh, lm[[61, 291, 78, 308]], 0.3 * W)
+    corner_w = _falloff(mesh, lm[[61, 291, 78, 308]], 0.42 * W)
     side = np.sign(u)
 
     def vec(ax: np.ndarray, ay: np.ndarray) -> np.ndarray:

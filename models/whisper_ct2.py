@@ -258,21 +258,41 @@ def ct2_to_whisper_state_dict(model: CT2Model) -> tuple[ModelDimensions, dict[st
     return dims, sd
 
 
-def whisper_from_ct2(data: bytes | bytearray | memoryview, dtype: torch.dtype = torch.float32):
-    """Build an openai-whisper ``Whisper`` (eval mode, ``dtype`` weights) from ``model.bin`` bytes."""
+def _alignment_mask(dims: ModelDimensions, heads) -> torch.Tensor:
+    """Sparse (n_text_layer, n_text_head) bool mask; default like whisper: all heads of the upper half."""
+    mask = torch.zeros(dims.n_text_layer, dims.n_text_head, dtype=torch.bool)
+    if heads is None:
+        mask[dims.n_text_layer // 2 :] = True
+    else:
+        for layer, head in heads:
+            mask[int(layer), int(head)] = True
+    return mask.to_sparse()
+
+
+def whisper_from_ct2(data: bytes | bytearray | memoryview, dtype: torch.dtype = torch.float32, alignment_heads=None):
+    """Build an openai-whisper ``Whisper`` (eval mode, ``dtype`` weights) from ``model.bin`` bytes.
+
+    ``alignment_heads``: optional (layer, head) pairs for word timestamps (CTranslate2 keeps them
+    in ``config.json`` beside ``model.bin``); default whisper's "upper half of the layers".
+    """
     from whisper.model import Whisper
 
     dims, sd = ct2_to_whisper_state_dict(parse_ct2(data))
+    np_dtype = {torch.float32: np.float32, torch.float16: np.float16, torch.float64: np.float64}[dtype]
+    # numpy's fp16 -> fp32 cast is several times faster than torch's on CPU. (Whisper cannot be
+    # built on the meta device: its __init__ makes a sparse tensor, which meta does not support.)
+    tensors = {k: torch.from_numpy(np.ascontiguousarray(a, dtype=np_dtype)) for k, a in sd.items()}
     model = Whisper(dims)
     expected = model.state_dict()
-    # Stored parameters only: whisper's alignment_heads buffer is derived, not a weight.
-    tensors = {k: torch.from_numpy(np.ascontiguousarray(a)).to(dtype) for k, a in sd.items()}
-    missing = sorted(set(expected) - set(tensors) - {"alignment_heads"})
+    # Non-persistent buffers are derived from dims by Whisper.__init__, not weights.
+    derived = {"alignment_heads", "decoder.mask"}
+    missing = sorted(set(expected) - set(tensors) - derived)
     unexpected = sorted(set(tensors) - set(expected))
     misshaped = sorted(k for k in tensors if k in expected and tuple(expected[k].shape) != tuple(tensors[k].shape))
     if missing or unexpected or misshaped:
         raise CT2FormatError(
             f"CT2 -> whisper mapping mismatch: missing {missing[:5]}, unexpected {unexpected[:5]}, misshaped {misshaped[:5]}"
         )
-    model.load_state_dict(tensors, strict=False)
-    return model.to(dtype).eval()
+    model.load_state_dict(tensors, strict=False, assign=True)
+    model.register_buffer("alignment_heads", _alignment_mask(dims, alignment_heads), persistent=False)
+    return model.eval()

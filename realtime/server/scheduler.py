@@ -293,7 +293,12 @@ class FrameScheduler:
         if self.clock.t0 is None:
             return
         first = max(0, math.ceil((self.clock.now() - self.clock.t0) / self.period))
-        want = [s for s in range(first, first + 8) if s not in self.rest]
+        newest = max(self.blocks, default=None)
+        if newest is not None and newest - self.last_speech_i <= HANGOVER + 1:
+            # Speaking: upcoming slots will be rendered; rest frames would be wasted work. The first
+            # silent slots after speech fall back to repeating the (closing) last frame.
+            return
+        want = [s for s in range(first, first + 8) if s not in self.rest and s not in self.ready]
         if len(want) < 4:
             return
         try:

@@ -20,13 +20,30 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, metavar="FEATS.npz", help="output .npz with arrays features and chunks")
     p.add_argument("--streaming", action="store_true", help="use the streaming encoder (live-audio numerics)")
     p.add_argument("--chunk-ms", type=float, default=40.0, metavar="N", help="push size for --streaming in ms (default 40)")
+    p.add_argument("--extra-lookahead-ms", type=float, default=0.0, metavar="MS",
+                   help="--streaming: wait this much more future audio per frame (fidelity for latency; default 0)")
     p.add_argument("--whisper", metavar="CKPT", default=None, help="openai-whisper .pt checkpoint (default: embedded tiny.en)")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the feature cache")
     p.add_argument("--cache-dir", metavar="DIR", default=None, help="feature cache directory (default $SYNCVID_CACHE_DIR or ~/.cache/syncvid/features)")
     p.set_defaults(func=run)
 
 
-def _streaming(model, samples, fps: float, chunk_ms: float):
+def _as_pair(item):
+    """A streaming emission -> (frame index, (50, C) float32 array).
+
+    Accepts the encoder's ``FrameFeatures`` (``.index``, ``.features``) or a plain (index, block)."""
+    import numpy as np
+
+    if hasattr(item, "index") and hasattr(item, "features"):
+        i, block = item.index, item.features
+    else:
+        i, block = item
+    if hasattr(block, "detach"):
+        block = block.detach().cpu().numpy()
+    return int(i), np.asarray(block, dtype=np.float32)
+
+
+def _streaming(model, samples, fps: float, chunk_ms: float, extra_lookahead_ms: float):
     """Push ``samples`` in ``chunk_ms`` pieces; rebuild (T, 5, C) from the emitted blocks."""
     import numpy as np
 
@@ -45,14 +62,16 @@ def _streaming(model, samples, fps: float, chunk_ms: float):
         raise CLIError(f"--streaming needs realtime.audio.streaming.StreamingAudioEncoder, which is not available ({e}); run without --streaming") from None
     if not 10 <= chunk_ms <= 1000:
         raise CLIError(f"--chunk-ms {chunk_ms:g} is outside 10..1000 ms")
-    enc = StreamingAudioEncoder(model, fps=fps)
+    enc = StreamingAudioEncoder(model, fps=fps, extra_lookahead_ms=extra_lookahead_ms)
     step = max(1, int(round(chunk_ms * SAMPLE_RATE / 1000)))
     emitted: dict[int, np.ndarray] = {}
     for start in range(0, len(samples), step):
-        for i, block in enc.push(samples[start : start + step]):
-            emitted[int(i)] = np.asarray(block, dtype=np.float32)
-    for i, block in enc.flush():
-        emitted[int(i)] = np.asarray(block, dtype=np.float32)
+        for item in enc.push(samples[start : start + step]):
+            i, block = _as_pair(item)
+            emitted[i] = block
+    for item in enc.flush():
+        i, block = _as_pair(item)
+        emitted[i] = block
     n = num_video_frames(len(samples), fps)
     missing = [i for i in range(n) if i not in emitted]
     if missing:
@@ -88,7 +107,7 @@ def run(args) -> int:
     model = load_whisper(args.whisper)
     t_load = time.perf_counter()
     if args.streaming:
-        features, chunks = _streaming(model, samples, args.fps, args.chunk_ms)
+        features, chunks = _streaming(model, samples, args.fps, args.chunk_ms, args.extra_lookahead_ms)
     else:
         cache = None if args.no_cache else FeatureCache(args.cache_dir)
         a2f = Audio2Feature(model, cache=cache, model_id=model_identity(args.whisper) if cache else None)

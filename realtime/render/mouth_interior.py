@@ -23,6 +23,7 @@ CAVITY_BACK_RGB = np.array((30.0, 10.0, 13.0), np.float32)
 TONGUE_RGB = np.array((150.0, 62.0, 68.0), np.float32)
 UPPER_TEETH_H = 0.15  # visible upper incisor height / mouth width
 LOWER_TEETH_H = 0.07
+SEAM_DARKEN = 0.35  # how much darker the line between closed lips is than the lips
 TOOTH_EDGES_U = (0.0, 0.2, -0.2, 0.37, -0.37, 0.52, -0.52, 0.65, -0.65)  # gaps between teeth, in corner units
 
 
@@ -60,9 +61,10 @@ class MouthInterior:
         q = rig.to_roi(rig.rest[:468] + disp[:468])  # deformed vertices, region pixels
         up, lo = q[UPPER_INNER], q[LOWER_INNER]
         gap_c = float(np.linalg.norm(lo[5] - up[5]))
+        W = rig.mouth_width / rig.region.scale
+        self._lip_seam(work, q, gap_c, W)
         if gap_c < 0.6 and float(np.max((lo - up)[:, 1])) < 0.6:
             return work  # sealed: nothing visible between the lips
-        W = rig.mouth_width / rig.region.scale
         s = work.shape[0]
         poly = np.concatenate([up, lo[::-1]])
         x0, y0 = np.floor(poly.min(0)).astype(int) - 2
@@ -130,3 +132,22 @@ class MouthInterior:
         roi = work[y0:y1, x0:x1].astype(np.float32)
         work[y0:y1, x0:x1] = np.clip(roi + (layer - roi) * alpha[..., None] + 0.5, 0, 255).astype(np.uint8)
         return work
+
+    @staticmethod
+    def _lip_seam(work: np.ndarray, q: np.ndarray, gap_c: float, W: float) -> None:
+        """Closed lips meet in a soft dark line; drawing it hides the resampled seam where they were
+        pulled together (and the corner pockets of a smile). Fades out as the lips part."""
+        strength = SEAM_DARKEN * (1 - float(_smoothstep(gap_c, 0.0, 0.12 * W)))
+        if strength <= 0.01:
+            return
+        line = np.concatenate([q[[61]], (q[UPPER_INNER] + q[LOWER_INNER]) / 2, q[[291]]])
+        s = work.shape[0]
+        x0, y0 = np.maximum(np.floor(line.min(0)).astype(int) - 3, 0)
+        x1, y1 = np.minimum(np.ceil(line.max(0)).astype(int) + 4, s)
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            return
+        mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        cv2.polylines(mask, [np.round((line - (x0, y0)) * 8).astype(np.int32)], False, 255, 1, cv2.LINE_AA, shift=3)
+        m = cv2.GaussianBlur(mask.astype(np.float32) / 255, (0, 0), 0.5 + 0.01 * W)
+        roi = work[y0:y1, x0:x1].astype(np.float32)
+        work[y0:y1, x0:x1] = np.clip(roi * (1 - strength * m[..., None]) + 0.5, 0, 255).astype(np.uint8)

@@ -98,6 +98,8 @@ class UNet3DConditionModel(ModelMixin, ConfigMixin):
         for name, (value, ok) in unsupported.items():
             if value != ok:
                 raise NotImplementedError(f"UNet config {name}={value!r} is not supported (only {ok!r})")
+        # A plain yaml.safe_load reads LatentSync's `norm_eps: 1e-5` as a string (OmegaConf does not).
+        norm_eps, mid_block_scale_factor = float(norm_eps), float(mid_block_scale_factor)
         n = len(block_out_channels)
         if len(down_block_types) != n or len(up_block_types) != n:
             raise ValueError("down_block_types, up_block_types and block_out_channels must have the same length")

@@ -63,6 +63,19 @@ def test_state_dict_matches_latentsync_key_for_key(name):
     assert buffers == sorted(ref["buffer_keys_in_state_dict"])  # persistent positional tables
 
 
+def test_from_config_takes_a_plain_yaml_model_section():
+    import yaml
+
+    from realtime.config import REPO_ROOT
+
+    section = yaml.safe_load((REPO_ROOT / "configs" / "unet" / "stage2_efficient.yaml").read_text())["model"]
+    assert section["norm_eps"] == "1e-5"  # PyYAML's YAML 1.1 reading; OmegaConf gives a float
+    with torch.device("meta"):
+        model = UNet3DConditionModel.from_config(section)
+    assert model.conv_norm_out.eps == 1e-5
+    assert len(model.state_dict()) == EXPECTED["stage2_efficient"][0]
+
+
 def test_v10_key_names_map_onto_attn2_norm2():
     keys = [k for k, _, _ in reference("second_stage")["state_dict"] if "audio_cross_attn" in k]
     assert len(keys) == 16 * 7  # 16 transformers x (norm w/b + q, k, v, out w/b)

@@ -1,0 +1,130 @@
+"""`syncvid bench unet`: LatentSync UNet step time per frame, tiny and full configs.
+
+One "step" is one UNet call on a clip of F frames (batch B: 1 without guidance, 2 with
+classifier-free guidance) at a 256-pixel face crop (32 x 32 latents; ``--latent``). Reported per
+case: median step time (wall clock and, on CPU, process CPU time, which a busy machine inflates
+less), and the per-output-frame figure ``step / F``. Each case runs a full pass and a DeepCache
+shallow pass (branch 0, reusing the deep feature of the full pass).
+
+CPU cases run in fp32 with 1 and 2 intra-op threads. The full config on CPU uses few frames
+(``--cpu-full-frames``, default 2): a 16-frame call takes minutes there. CUDA cases (when a GPU is
+present) run fp16 with 16 frames and batch 2, as LatentSync's inference with guidance does; stage2
+at 256 px and stage2_512 at 512 px. Weights are random (timing does not depend on their values).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import time
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--repeats", type=int, default=3, help="timed calls per case (after one warm-up)")
+    parser.add_argument("--latent", type=int, default=32, help="latent side on CPU (32 = 256-pixel crops)")
+    parser.add_argument("--tiny-frames", type=int, default=16)
+    parser.add_argument("--cpu-full-frames", type=int, default=2)
+    parser.add_argument("--threads", default="1,2", help="CPU intra-op thread counts to try")
+    parser.add_argument("--skip-full", action="store_true", help="tiny config only (the full one needs ~6 GB RAM)")
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+
+
+def _model(name: str, device: str, dtype):
+    import torch
+
+    from models.unet import UNet3DConditionModel, tiny_config
+    from models.unet.motion_module import SinusoidalPositionalEncoding
+    from realtime.config import REPO_ROOT
+    from realtime.unet_config import load_unet_config
+
+    if name == "tiny":
+        return torch.nn.Module.to(UNet3DConditionModel.from_config(tiny_config()).randomize_(0), device, dtype).eval()
+    cfg = load_unet_config(REPO_ROOT / "configs" / "unet" / f"{name}.yaml").model_dict()
+    with torch.device("meta"):
+        model = UNet3DConditionModel.from_config(cfg)
+    model = model.to_empty(device=device)
+    gen = torch.Generator(device=device).manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.02, generator=gen)
+        for module in model.modules():  # positional tables were left uninitialised by to_empty
+            if isinstance(module, SinusoidalPositionalEncoding):
+                module.pe.copy_(SinusoidalPositionalEncoding(module.pe.shape[-1], module.pe.shape[1]).pe)
+    return torch.nn.Module.to(model, dtype=dtype).eval()
+
+
+def _time_case(model, batch: int, frames: int, latent: int, device: str, dtype, repeats: int) -> dict:
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 13, frames, latent, latent, generator=gen).to(device, dtype)
+    audio = torch.randn(batch, frames, 50, 384, generator=gen).to(device, dtype)
+    cuda = device.startswith("cuda")
+
+    def call(**kw):
+        if cuda:
+            torch.cuda.synchronize()
+        w0, c0 = time.perf_counter(), time.process_time()
+        out = model(x, 500, audio, **kw)
+        if cuda:
+            torch.cuda.synchronize()
+        return out, time.perf_counter() - w0, time.process_time() - c0
+
+    result = {}
+    with torch.inference_mode():
+        full, _, _ = call(cache_branch_id=0)  # warm-up, and the deep feature for the shallow pass
+        call(cache_branch_id=0, deep_cache=full.deep_cache)
+        for mode, kw in (("full", {}), ("shallow", {"cache_branch_id": 0, "deep_cache": full.deep_cache})):
+            walls, cpus = [], []
+            for _ in range(repeats):
+                _, w, c = call(**kw)
+                walls.append(w)
+                cpus.append(c)
+            wall = statistics.median(walls) * 1e3
+            result[mode] = {"step_ms": round(wall, 2), "ms_per_frame": round(wall / frames, 2)}
+            if not cuda:
+                result[mode]["cpu_step_ms"] = round(statistics.median(cpus) * 1e3, 2)
+    if cuda:
+        result["peak_mem_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    return result
+
+
+def run(args: argparse.Namespace) -> int:
+    import gc
+
+    import torch
+
+    cases = []
+    threads = [int(t) for t in args.threads.split(",") if t]
+    for name, frames in (("tiny", args.tiny_frames), ("stage2", args.cpu_full_frames)):
+        if name != "tiny" and args.skip_full:
+            continue
+        model = _model(name, "cpu", torch.float32)
+        for n in threads:
+            torch.set_num_threads(n)
+            r = _time_case(model, 1, frames, args.latent, "cpu", torch.float32, args.repeats)
+            cases.append({"config": name, "device": "cpu", "dtype": "fp32", "threads": n, "batch": 1,
+                          "frames": frames, "latent": args.latent, **r})
+            print(json.dumps(cases[-1]), flush=True)
+        del model
+        gc.collect()
+    if torch.cuda.is_available():
+        for name, latent in (("stage2", 32), ("stage2_512", 64)):
+            model = _model(name, "cuda", torch.float16)
+            torch.cuda.reset_peak_memory_stats()
+            r = _time_case(model, 2, 16, latent, "cuda", torch.float16, max(args.repeats, 10))
+            cases.append({"config": name, "device": torch.cuda.get_device_name(), "dtype": "fp16", "batch": 2,
+                          "frames": 16, "latent": latent, **r})
+            print(json.dumps(cases[-1]), flush=True)
+            del model
+            torch.cuda.empty_cache()
+    else:
+        log.info("no CUDA device: GPU cases skipped")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(cases, f, indent=1)
+    return 0

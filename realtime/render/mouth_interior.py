@@ -17,14 +17,14 @@ import numpy as np
 
 from realtime.render.mouth_warp import LOWER_INNER, UPPER_INNER, FaceRig, MouthParams
 
-DEFAULT_TEETH_RGB = (222.0, 214.0, 196.0)  # slightly warm off-white; pure white looks painted
+DEFAULT_TEETH_RGB = (238.0, 221.0, 210.0)  # warm off-white; next to pink lips a neutral white reads green-grey
 CAVITY_EDGE_RGB = np.array((112.0, 44.0, 50.0), np.float32)
 CAVITY_BACK_RGB = np.array((30.0, 10.0, 13.0), np.float32)
 TONGUE_RGB = np.array((150.0, 62.0, 68.0), np.float32)
 UPPER_TEETH_H = 0.15  # visible upper incisor height / mouth width
 LOWER_TEETH_H = 0.07
 SEAM_DARKEN = 0.35  # how much darker the line between closed lips is than the lips
-TOOTH_EDGES_U = (0.0, 0.2, -0.2, 0.37, -0.37, 0.52, -0.52, 0.65, -0.65)  # gaps between teeth, in corner units
+TOOTH_EDGES_U = (0.0, 0.21, -0.21, 0.4, -0.4)  # gaps between teeth, in corner units
 
 
 def _smoothstep(x: np.ndarray | float, lo: float, hi: float) -> np.ndarray:
@@ -115,9 +115,9 @@ class MouthInterior:
         dy = ys - y_up
         a_up = 1 - _smoothstep(dy - band, -0.6, 0.6)
         a_up = a_up * (1 - _smoothstep(np.abs(u), 0.78, 0.98))
-        shade = (0.6 + 0.4 * (1 - u**2)) * (1 - 0.35 * np.exp(-dy / (0.035 * W)))
+        shade = (0.72 + 0.28 * (1 - u**2)) * (1 - 0.3 * np.exp(-dy / (0.035 * W)))
         for eu in TOOTH_EDGES_U:  # faint gaps between teeth; fades down the tooth
-            shade = shade * (1 - 0.12 * np.exp(-(((u - eu) * W / 2) / 0.6) ** 2) * (0.4 + 0.6 * t))
+            shade = shade * (1 - 0.07 * np.exp(-(((u - eu) * W / 2) / 0.6) ** 2) * (0.4 + 0.6 * t))
         teeth = self.teeth_rgb * shade[..., None]
         if self.teeth_alpha.max() > 0:
             shift = disp[13] / rig.region.scale  # real teeth move with the upper lip's centre

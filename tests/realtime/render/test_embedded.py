@@ -134,3 +134,41 @@ def test_rejects_bad_chunks(renderer, default_avatar):
         renderer.render_chunk(default_avatar, np.arange(17), np.zeros((17, 50, 384), np.float32), renderer.new_state())
     with pytest.raises(ValueError):
         EmbeddedRenderer(lookahead="medium")
+
+
+class DriftingVideo:
+    """A 3-frame "video": the astronaut shifted a few pixels per frame, landmarks shifted with it."""
+
+    is_photo = False
+    fps = 25.0
+
+    def __init__(self, img, lm):
+        import cv2
+
+        self.shifts = [(0, 0), (3, 1), (6, 2)]
+        self.frames = [cv2.warpAffine(img, np.float64([[1, 0, dx], [0, 1, dy]]), img.shape[1::-1],
+                                      borderMode=cv2.BORDER_REPLICATE) for dx, dy in self.shifts]
+        self.lms = [lm + s for s in self.shifts]
+
+    def source_index(self, i):
+        from realtime.face.avatar import pingpong_index
+
+        return pingpong_index(int(i), 3)
+
+    def frame(self, i):
+        return self.frames[self.source_index(i)]
+
+    def landmarks(self, i):
+        return self.lms[self.source_index(i)]
+
+
+def test_video_avatar_uses_each_frames_landmarks(renderer, astronaut, facemesh):
+    video = DriftingVideo(*astronaut)
+    state = renderer.new_state(0)
+    frames = [renderer.rest_frame(video, i, state) for i in range(6)]  # 0 1 2 2 1 0
+    assert np.array_equal(frames[0], frames[5]) and np.array_equal(frames[2], frames[3])
+    for f in frames[:3]:
+        assert lip_gap(facemesh, f) < 0.03
+    # No idle motion on videos: away from the face the frame is untouched.
+    assert np.array_equal(frames[1][:100], video.frame(1)[:100])
+    assert len(renderer._rigs[video]) == 3  # one rig per source frame, reused on the way back

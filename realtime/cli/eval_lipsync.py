@@ -27,6 +27,9 @@ def register(sub) -> None:
     src.add_argument("--image", metavar="FACE", help="face photo to render onto (default: the astronaut)")
     src.add_argument("--avatar", metavar="DIR", help="prepared avatar to render onto")
     p.add_argument("--lookahead", choices=("full", "low"), default="full", help="viseme model when rendering")
+    p.add_argument("--oracle", action="store_true",
+                   help="drive the mouth from the aligned phones instead of the viseme model: the ceiling of "
+                   "renderer + measurement, separate from the model's accuracy")
     p.add_argument("--out", metavar="OUT.mp4", help="keep the rendered video here (default: a temp file)")
     p.add_argument("--closed-reading", type=float, help="the avatar's closed-mouth gap reading (default: measured)")
     p.add_argument("--guard", type=int, default=2, help="frames next to speech not counted as silent (default 2)")
@@ -49,7 +52,10 @@ def _render(args, out_path: str) -> float:
     else:
         avatar = default_avatar()
     renderer = EmbeddedRenderer(lookahead=args.lookahead)
-    render_file(renderer, avatar, args.audio, out_path, progress=False)
+    if args.oracle:
+        _render_oracle(renderer, avatar, args, out_path)
+    else:
+        render_file(renderer, avatar, args.audio, out_path, progress=False)
     # The closed reading goes through the same encoder: H.264 itself shifts FaceMesh's reading a little.
     rest_path = out_path + ".rest.mp4"
     state = renderer.new_state(0)
@@ -57,6 +63,22 @@ def _render(args, out_path: str) -> float:
         for i in range(25):
             w.write(renderer.rest_frame(avatar, i, state))
     return float(np.nanmedian(measure_gaps(read_video(rest_path)[0])))
+
+
+def _render_oracle(renderer, avatar, args, out_path: str) -> None:
+    from realtime.audio.features import num_video_frames
+    from realtime.audio.io import load_audio
+    from realtime.render.lipsync_eval import align_phones, implied_opening, transcribe
+    from realtime.render.mouth_warp import MouthParams
+    from realtime.render.video_writer import VideoWriter
+
+    samples = load_audio(args.audio)
+    n = num_video_frames(len(samples), 25.0)
+    opening, _ = implied_opening(align_phones(samples, args.transcript or transcribe(samples)), n, 25.0)
+    state = renderer.new_state(0)
+    with VideoWriter(out_path, 25.0, audio=samples) as w:
+        for i in range(n):
+            w.write(renderer.render_params(avatar, i, MouthParams(jawOpen=0.6 * float(opening[i])), state))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -84,7 +84,8 @@ class EmbeddedRenderer(Renderer):
         return self._predictor
 
     def new_state(self, seed: int = 0) -> RenderState:
-        return RenderState(seed=seed, data={"idle": IdleMotion(seed), "visemes": self.predictor.new_state()})
+        # The predictor's state is created on the first chunk, so parameter-only use needs no model.
+        return RenderState(seed=seed, data={"idle": IdleMotion(seed)})
 
     # ---- per avatar frame ------------------------------------------------------------------------
     def rig(self, avatar: Any, frame_index: int) -> tuple[FaceRig, MouthInterior] | None:

@@ -1,5 +1,7 @@
 """Shared pytest fixtures (each area adds its own, additively)."""
 
+import os
+
 import pytest
 
 
@@ -13,14 +15,16 @@ def default_avatar(tmp_path_factory):
 
 
 # --- audio (realtime/audio) -------------------------------------------------------------------------
-FIXTURES = __import__("pathlib").Path(__file__).parent / "fixtures"
+AUDIO_FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 
 
 @pytest.fixture(scope="session")
 def arctic_wav():
     """Path of CMU ARCTIC arctic_a0007.wav (16 kHz mono, 4.0 s): "and you always want to see it in
     the superlative degree"."""
-    return FIXTURES / "arctic_a0007.wav"
+    import pathlib
+
+    return pathlib.Path(AUDIO_FIXTURES) / "arctic_a0007.wav"
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +40,7 @@ def latentsync_reference():
     """LatentSync's own features of arctic_a0007.wav (dict of arrays: feature_array, chunk_indices, ...)."""
     import numpy as np
 
-    with np.load(FIXTURES / "latentsync_audio_feats_arctic_a0007.npz") as z:
+    with np.load(os.path.join(AUDIO_FIXTURES, "latentsync_audio_feats_arctic_a0007.npz")) as z:
         return {k: z[k] for k in z.files}
 
 

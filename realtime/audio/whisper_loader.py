@@ -41,6 +41,8 @@ def _resolve(path) -> Path:
     if path is None:
         return embedded_model_path()
     p = Path(path).expanduser()
+    if p.is_dir() and (p / "model.bin").is_file():  # a CTranslate2 model directory
+        p = p / "model.bin"
     if not p.is_file():
         raise WeightsError(f"Whisper checkpoint {str(p)!r} does not exist; pass the path of an openai-whisper .pt file")
     return p.resolve()
@@ -63,8 +65,18 @@ def model_identity(path=None) -> str:
     p = _resolve(path)
     st = p.stat()
     digest = _file_sha256(str(p), st.st_size, st.st_mtime_ns)[:16]
-    kind = f"ct2-{EMBEDDED_NAME}" if path is None else f"pt-{p.stem}"
+    if path is None:
+        kind = f"ct2-{EMBEDDED_NAME}"
+    else:
+        kind = f"ct2-{p.parent.name}" if _is_ct2(p) else f"pt-{p.stem}"
     return f"whisper:{kind}:{digest}"
+
+
+def _is_ct2(path: Path) -> bool:
+    """CTranslate2 ``model.bin`` (starts with binary version 5/6), not a torch zip/pickle."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return path.suffix == ".bin" and len(head) == 4 and int.from_bytes(head, "little") in (5, 6)
 
 
 def _load_ct2(path: Path):
@@ -110,7 +122,7 @@ def _load_cached(path_key: str | None, device: str):
 
     path = _resolve(path_key)
     with torch.inference_mode(False):
-        model = _load_ct2(path) if path_key is None else _load_pt(path)
+        model = _load_ct2(path) if path_key is None or _is_ct2(path) else _load_pt(path)
     model = model.float().to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -123,7 +135,8 @@ def load_whisper(path=None, device: str = "cpu"):
 
     ``path=None`` converts the embedded tiny.en CTranslate2 weights; a path loads an openai-whisper
     checkpoint (``{"dims": ..., "model_state_dict": ...}``, e.g. LatentSync's
-    ``checkpoints/whisper/tiny.pt``) with ``weights_only=True``. Shared: do not modify it.
+    ``checkpoints/whisper/tiny.pt``) with ``weights_only=True``, or another CTranslate2 Whisper
+    (a ``model.bin`` or its directory). Shared: do not modify it.
     """
     key = None if path is None else str(_resolve(path))
     return _load_cached(key, str(device))

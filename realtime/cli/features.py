@@ -22,7 +22,7 @@ def register(sub) -> None:
     p.add_argument("--chunk-ms", type=float, default=40.0, metavar="N", help="push size for --streaming in ms (default 40)")
     p.add_argument("--extra-lookahead-ms", type=float, default=0.0, metavar="MS",
                    help="--streaming: wait this much more future audio per frame (fidelity for latency; default 0)")
-    p.add_argument("--whisper", metavar="CKPT", default=None, help="openai-whisper .pt checkpoint (default: embedded tiny.en)")
+    p.add_argument("--whisper", metavar="CKPT", default=None, help="openai-whisper .pt checkpoint or CTranslate2 model.bin/dir (default: embedded tiny.en)")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the feature cache")
     p.add_argument("--cache-dir", metavar="DIR", default=None, help="feature cache directory (default $SYNCVID_CACHE_DIR or ~/.cache/syncvid/features)")
     p.set_defaults(func=run)

@@ -69,3 +69,13 @@ def test_unsafe_or_wrong_checkpoints_are_weights_errors(tmp_path):
     torch.save({"dims": {**DIMS.__dict__, "n_audio_state": 32}, "model_state_dict": Whisper(DIMS).state_dict()}, bad_shapes)
     with pytest.raises(WeightsError, match="does not match"):
         load_whisper(bad_shapes)
+
+
+def test_ct2_directory_or_file_path(embedded_whisper):
+    path = embedded_model_path()
+    for given in (path, path.parent):
+        model = load_whisper(given)
+        assert model is not embedded_whisper and model.dims == embedded_whisper.dims
+        torch.testing.assert_close(model.encoder.conv2.weight, embedded_whisper.encoder.conv2.weight, rtol=0, atol=0)
+    assert model_identity(path.parent).startswith("whisper:ct2-model:")
+    assert model_identity(path).split(":")[-1] == model_identity().split(":")[-1]

@@ -87,14 +87,14 @@ class MediaClock:
             self.started.set()
         return self.t0
 
-    def first_index(self, period: float) -> int:
+    def first_index(self, period: float, offset: float = 0.0) -> int:
         """Index of the first period boundary not yet passed: a track starting late joins on schedule."""
         t0 = self.start()
-        return max(0, math.ceil((self.now() - t0) / period - 1e-9))
+        return max(0, math.ceil((self.now() - t0 - offset) / period - 1e-9))
 
-    async def wait_for(self, index: int, period: float) -> float:
-        """Sleeps until ``t0 + index * period``; returns how late we are (seconds, >= 0 means late)."""
-        target = self.start() + index * period
+    async def wait_for(self, index: int, period: float, offset: float = 0.0) -> float:
+        """Sleeps until ``t0 + offset + index * period``; returns how late we are (seconds)."""
+        target = self.start() + offset + index * period
         delay = target - self.now()
         if delay > 0:
             await asyncio.sleep(delay)
@@ -102,7 +102,10 @@ class MediaClock:
 
 
 class VideoOutputTrack(MediaStreamTrack):
-    """Outgoing video at a constant ``fps``: each slot asks ``frame_for(slot)`` (never blocks)."""
+    """Outgoing video at a constant ``fps``: each slot asks ``frame_for(slot)`` (never blocks).
+
+    ``offset()`` (seconds, < one frame) shifts the slot grid against the clock; the scheduler sets it
+    once when audio starts so that frame content lines up with the input's packet boundaries."""
 
     kind = "video"
 
@@ -112,9 +115,10 @@ class VideoOutputTrack(MediaStreamTrack):
         fps: int,
         frame_for: Callable[[int], np.ndarray],
         on_sent: Callable[[int, float], None] | None = None,
+        offset: Callable[[], float] = lambda: 0.0,
     ) -> None:
         super().__init__()
-        self.clock, self.fps = clock, fps
+        self.clock, self.fps, self.offset = clock, fps, offset
         self.frame_for, self.on_sent = frame_for, on_sent
         self.slot: int | None = None
         self.skipped = 0
@@ -123,15 +127,16 @@ class VideoOutputTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         period = 1.0 / self.fps
-        self.slot = self.clock.first_index(period) if self.slot is None else self.slot + 1
-        late = await self.clock.wait_for(self.slot, period)
+        offset = self.offset()
+        self.slot = self.clock.first_index(period, offset) if self.slot is None else self.slot + 1
+        late = await self.clock.wait_for(self.slot, period, offset)
         if late > 2 * period:  # the sender stalled (encoder, loop): rejoin the schedule, never burst
             skip = int(late / period)
             self.slot += skip
             self.skipped += skip
         img = self.frame_for(self.slot)
         frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-        frame.pts = self.slot * VIDEO_CLOCK_RATE // self.fps
+        frame.pts = round((self.slot * period + offset) * VIDEO_CLOCK_RATE)
         frame.time_base = VIDEO_TIME_BASE
         if self.on_sent:
             self.on_sent(self.slot, self.clock.now())

@@ -36,10 +36,15 @@ LEVEL_UP_LATE = 2  # late frames within the last WINDOW speech frames that raise
 WINDOW = 25
 RECOVER_STREAK = 50  # consecutive on-time speech frames before stepping back down
 HANGOVER = 2  # silent frames still rendered after speech so the mouth closes smoothly
+ANCHOR_FIRST_PACKETS = 10  # 200 ms of audio before the timeline is fixed (it is re-fixed in silence)
 ANCHOR_PACKETS = 50  # 1 s of packets for the arrival-time anchor
+PACKET_S = 0.020  # WebRTC audio packetisation
+RECEPTIVE_FIELD_S = 0.0125  # log-mel window + encoder convolutions past the last step (visemes.windows)
 ARRIVAL_MARGIN_S = 0.005  # packets arriving this much earlier than the anchor still meet the budget
 REANCHOR_S = 0.004  # anchor drift that triggers a re-anchor (in silence only)
-MAX_ENCODE_BACKLOG_S = 1.0  # more audio than this waiting for the encoder: skip it (re-anchor)
+MAX_ENCODE_BACKLOG_S = 1.0
+GATE_AFTER_S = 0.4  # silence fed to the encoder before it is gated (covers block past + hangover)
+GATE_CONTEXT_S = 0.2  # audio before a speech onset re-encoded on resume (the block's past steps)  # more audio than this waiting for the encoder: skip it (re-anchor)
 
 
 @dataclass
@@ -78,15 +83,22 @@ class FrameScheduler:
         self.ring48 = AudioRing(AUDIO_OUT_RATE, audio_buffer_s, np.int16)
         self.phi: float | None = None  # input time shown by slot 0
         self.a0 = 0.0  # estimated arrival time of input time 0
+        self.video_offset_s = 0.0  # video slot grid shift against the clock (see _set_anchor)
+        # content phase within a packet so that content + look-ahead (+ the encoder's 12.5 ms
+        # receptive field) ends 1 ms before a packet boundary
+        self.content_phase = (-(lookahead_s + RECEPTIVE_FIELD_S) - 0.001) % PACKET_S
         self.K = 0  # slot = input frame + K
         self.e0 = 0.0
         self.enc_pos = 0  # next 16 kHz input sample the encoder gets
         self.enc_base = 0  # input frame index of encoder frame 0 (changes on reset)
         self.need_reset = False
+        self.gated = False  # silence gating of the encoder (see _gate)
+        self._quiet_s = 0.0
         self.gen = 0  # bumped on interrupt; results of older generations are dropped
         self.blocks: dict[int, Block] = {}
         self.rendered_upto = -(10**9)  # highest input frame handed to the renderer
         self.last_speech_i = -(10**9)
+        self._last_speech_t = -1e9
         self.ready: dict[int, np.ndarray] = {}  # slot -> frame rendered from speech
         self.ready_arrival: dict[int, float] = {}
         self.rest: dict[int, np.ndarray] = {}  # slot -> rest frame
@@ -113,9 +125,9 @@ class FrameScheduler:
         # (arrival - end) over recent packets is the least-jittered estimate.
         a0 = min(a - e / ENCODER_RATE for e, a in self._packets[-ANCHOR_PACKETS:])
         if self.phi is None:
-            self._set_anchor(a0)
-        elif (abs(a0 - self.a0) > REANCHOR_S and self.last_speech_i < self.rendered_upto - 2 * self.fps
-              and not self.ready):
+            if len(self._packets) >= ANCHOR_FIRST_PACKETS:  # a few packets first: the min needs samples
+                self._set_anchor(a0)
+        elif (abs(a0 - self.a0) > REANCHOR_S and arrival - self._last_speech_t > 2.0 and not self.ready):
             # Only in silence (>= 2 s since speech, nothing pending): the shift is invisible and
             # inaudible, and it keeps a long session on the sender's clock (no drift).
             self.counts["reanchor"] += 1
@@ -123,10 +135,25 @@ class FrameScheduler:
         self._audio_wake.set()
 
     def _set_anchor(self, a0: float) -> None:
+        """Fixes the timeline. Latency is measured from the arrival of the packet holding a frame's
+        content, so content sits just after a packet boundary (phase ``content_phase``), placed so
+        that the frame's whole look-ahead ends just before a later packet boundary: the frame can be
+        computed one packet earlier than with an arbitrary phase (45 ms for encoder + renderer at
+        the default budget instead of 12..45 ms). The video slot grid is shifted by ``video_offset_s``
+        (< 20 ms) to make both hold exactly; the audio output follows the same shift."""
         t0 = self.clock.start()
         first = self.phi is None
         self.a0 = a0
-        self.phi = t0 - a0 - (self.budget_s - ARRIVAL_MARGIN_S)
+        target = self.budget_s - ARRIVAL_MARGIN_S  # packet arrival -> frame departure
+        pkt = PACKET_S
+        if abs(self.period / pkt - round(self.period / pkt)) < 1e-9:
+            boundary = (self._packets[-1][0] % (ENCODER_RATE * pkt)) / ENCODER_RATE if self._packets else 0.0
+            x = t0 - a0 - target - pkt  # phi - offset - phase
+            self.video_offset_s = (boundary - x) % pkt
+            self.phi = x + self.video_offset_s + self.content_phase
+        else:  # frame period not a whole number of packets: no alignment
+            self.video_offset_s = 0.0
+            self.phi = t0 - a0 - target
         k = -math.floor(self.phi * self.fps)
         self.K, self.e0 = k, self.phi + k / self.fps
         if first:
@@ -141,7 +168,7 @@ class FrameScheduler:
         return self._packets[min(i, len(self._packets) - 1)][1] if self._packets else time.monotonic()
 
     def slot_time(self, slot: int) -> float:
-        return (self.clock.t0 or 0.0) + slot * self.period
+        return (self.clock.t0 or 0.0) + self.video_offset_s + slot * self.period
 
     # ---- control -----------------------------------------------------------------------------
     def interrupt(self) -> None:
@@ -172,12 +199,14 @@ class FrameScheduler:
             await self._audio_wake.wait()
             self._audio_wake.clear()
             end = self.ring16.end
-            if end - self.enc_pos < min_push:
+            if self.phi is None or end - self.enc_pos < min_push:  # no timeline yet: nothing to place
                 continue
             if end - self.enc_pos > MAX_ENCODE_BACKLOG_S * ENCODER_RATE:  # worker too slow: skip ahead
                 log.warning("encoder backlog %.2f s: skipping audio", (end - self.enc_pos) / ENCODER_RATE)
                 self.counts["encode_skips"] += 1
                 self.interrupt_encoder_only(end)
+            if not self._gate(end):
+                continue
             start, gen, reset = self.enc_pos, self.gen, self.need_reset
             samples = self.ring16.read(start, end - start)
             self.enc_pos, self.need_reset = end, False
@@ -191,6 +220,30 @@ class FrameScheduler:
                 j, block = split_encoder_output(item)
                 self._add_block(self.enc_base + j, block)
             self._render_wake.set()
+
+    def _gate(self, end: int) -> bool:
+        """Silence gating: after GATE_AFTER_S of silence the encoder is not fed (its frames are rest
+        frames anyway); on the first loud 20 ms it restarts on the frame grid GATE_CONTEXT_S before
+        it, so the first speech frames still have left context. Returns whether to encode now."""
+        seg = self.ring16.read(self.enc_pos, end - self.enc_pos)
+        n = len(seg) // 320 * 320
+        sub = np.sqrt(np.mean(np.square(seg[:n].reshape(-1, 320), dtype=np.float64), axis=1)) if n else np.zeros(0)
+        loud = np.nonzero(sub >= self.silence_rms)[0]
+        if not self.gated:
+            self._quiet_s = 0.0 if len(loud) else self._quiet_s + len(seg) / ENCODER_RATE
+            if self._quiet_s >= GATE_AFTER_S:
+                self.gated = True
+                self.counts["gated"] += 1
+            return True
+        if not len(loud):
+            self.enc_pos = end  # silence while gated: nothing to encode
+            return False
+        onset = self.enc_pos + int(loud[0]) * 320
+        i = math.floor(((onset / ENCODER_RATE - GATE_CONTEXT_S) - self.e0) * self.fps)
+        self.enc_base = max(i, self.rendered_upto + 1)
+        self.enc_pos = round((self.e0 + self.enc_base * self.period) * ENCODER_RATE)
+        self.need_reset, self.gated, self._quiet_s = True, False, 0.0
+        return True
 
     def interrupt_encoder_only(self, end: int) -> None:
         i = math.ceil((end / ENCODER_RATE - self.e0) * self.fps)
@@ -213,6 +266,7 @@ class FrameScheduler:
         silent = rms < self.silence_rms
         if not silent:
             self.last_speech_i = i
+            self._last_speech_t = time.monotonic()
         # a short hangover keeps rendering just after speech so the renderer can close the mouth
         skip = silent and i - self.last_speech_i > HANGOVER
         self.blocks[i] = Block(block, skip, self._arrival_of(center))
@@ -361,25 +415,27 @@ class FrameScheduler:
             self.level += 1
             self._outcomes.clear()
             log.info("degrading to level %d", self.level)
-        elif self._streak >= RECOVER_STREAK and self.level > 0:
+        elif (self._streak >= RECOVER_STREAK and self.level > 0
+              # leaving the top level renders twice as many frames: only when the renderer can
+              and (self.level < MAX_LEVEL or self.render_s_per_frame < 0.8 * self.period)):
             self.level -= 1
             self._streak = 0
             log.info("recovering to level %d", self.level)
 
     def on_video_sent(self, slot: int, t: float) -> None:
         if self.phi is not None:
-            self._sent_delay_v = t - (slot * self.period + self.phi)
+            self._sent_delay_v = t - (slot * self.period + self.phi)  # both delays relative to t0+offset
 
     def samples_for(self, k: int) -> np.ndarray:
         """48 kHz int16 samples of audio frame ``k``: the input delayed exactly like the video."""
         if self.phi is None:
             return np.zeros(AUDIO_OUT_SAMPLES, np.int16)
-        start = round((k * AUDIO_PTIME + self.phi - self.audio_extra_delay_s) * AUDIO_OUT_RATE)
+        start = round((k * AUDIO_PTIME - self.video_offset_s + self.phi - self.audio_extra_delay_s) * AUDIO_OUT_RATE)
         return self.ring48.read(start, AUDIO_OUT_SAMPLES)
 
     def on_audio_sent(self, k: int, t: float) -> None:
         if self.phi is not None and self._sent_delay_v is not None:
-            delay_a = t - (k * AUDIO_PTIME + self.phi - self.audio_extra_delay_s)
+            delay_a = t - (k * AUDIO_PTIME - self.video_offset_s + self.phi - self.audio_extra_delay_s)
             self.av_offset_s = 0.9 * self.av_offset_s + 0.1 * (delay_a - self._sent_delay_v)
 
     @property

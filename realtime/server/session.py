@@ -51,7 +51,8 @@ class WebRTCSession:
             render_state=renderer.new_state(int(options.get("seed", 0))),
             clock=self.clock, metrics=metrics, audio_extra_delay_s=config.audio_extra_delay_ms / 1000.0,
         )
-        self.video = VideoOutputTrack(self.clock, config.fps, self.scheduler.frame_for, self._on_video_sent)
+        self.video = VideoOutputTrack(self.clock, config.fps, self.scheduler.frame_for, self._on_video_sent,
+                                      offset=lambda: self.scheduler.video_offset_s)
         self.audio = AudioOutputTrack(self.clock, self.scheduler.samples_for, self.scheduler.on_audio_sent)
         self.audio_input: AudioInput | None = None
         self.tasks: set[asyncio.Task] = set()

@@ -58,7 +58,7 @@ async def drive(sched: FrameScheduler, seconds: float, loud: bool, out: list) ->
 
 async def test_slow_renderer_degrades_keeps_fps_and_recovers():
     worker = InferenceWorker()
-    renderer = SlowRenderer(0.045)  # slower than the 40 ms frame period: cannot keep up at full rate
+    renderer = SlowRenderer(0.05)  # slower than the 40 ms frame period: cannot keep up at full rate
     sched = make_scheduler(renderer, worker, budget_s=0.25)
     tasks = [asyncio.create_task(sched.encode_loop()), asyncio.create_task(sched.render_loop())]
     try:

@@ -68,6 +68,7 @@ class MouthParams:
     mouthStretch: float = 0.0
     mouthRollLower: float = 0.0
     mouthRollUpper: float = 0.0
+    mouthPress: float = 0.0  # lips pressed together: drawn as half a roll of both lips
     eyeBlink: float = 0.0  # both eyes; driven by the idle animation, not by speech
 
     @classmethod
@@ -204,7 +205,8 @@ class FaceRig:
         weights = {
             "lips": gap, "jaw": float(np.clip(p.jawOpen, 0, 1)),
             "pucker": p.mouthPucker, "funnel": p.mouthFunnel, "stretch": p.mouthStretch,
-            "rollLower": p.mouthRollLower, "rollUpper": p.mouthRollUpper, "eyeBlink": p.eyeBlink,
+            "rollLower": min(1.0, p.mouthRollLower + 0.5 * p.mouthPress),
+            "rollUpper": min(1.0, p.mouthRollUpper + 0.5 * p.mouthPress), "eyeBlink": p.eyeBlink,
         }
         d = self.seal.copy()
         for name, w in weights.items():

@@ -226,9 +226,12 @@ class FaceRig:
                 - (qt[:, 2, 0] - qt[:, 0, 0]) * (qt[:, 1, 1] - qt[:, 0, 1]))
         rest_area = ((rt[:, 1, 0] - rt[:, 0, 0]) * (rt[:, 2, 1] - rt[:, 0, 1])
                      - (rt[:, 2, 0] - rt[:, 0, 0]) * (rt[:, 1, 1] - rt[:, 0, 1]))
-        # Collapsed triangles (sealed lips) cover no pixel; flipped ones would sample the wrong side.
-        keep = (np.abs(area) > 0.05) & (np.sign(area) == np.sign(rest_area))
-        qt, rt = qt[keep], rt[keep]
+        # Collapsed triangles (sealed lips) cover no pixel. Triangles that folded over (extreme parameter
+        # mixes) are drawn first so that proper ones overwrite them: where they alone cover a pixel, a
+        # mirrored sample of the neighbourhood beats a hole showing the undeformed frame.
+        keep = np.abs(area) > 0.05
+        order = np.argsort(np.sign(area[keep]) == np.sign(rest_area[keep]), kind="stable")
+        qt, rt = qt[keep][order], rt[keep][order]
         # Affine A with A @ [x, y, 1] = rest point for each deformed corner: solve in one batch.
         qh = np.concatenate([qt, np.ones(qt.shape[:2] + (1,), qt.dtype)], axis=2)  # (K, 3, 3)
         affine = np.linalg.solve(qh.astype(np.float64), rt.astype(np.float64)).transpose(0, 2, 1)

@@ -5,6 +5,8 @@ from the worker thread."""
 from __future__ import annotations
 
 import logging
+import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,12 +21,42 @@ log = logging.getLogger(__name__)
 LOOKAHEAD_S = {"full": 0.120, "low": 0.040}
 
 
+class RestFrameCache:
+    """Rest frames by (renderer, seed, avatar index), shared by all sessions: sessions index the
+    avatar by time since the engine's epoch, so N silent sessions cost one rest render per slot.
+    Only used from the inference worker thread (no lock needed)."""
+
+    def __init__(self, max_items: int = 48) -> None:
+        self.max_items = max_items
+        self._frames: OrderedDict = OrderedDict()
+        self._states: dict = {}
+        self.hits = self.misses = 0
+
+    def get(self, renderer: Any, avatar: Any, index: int, seed: int):
+        key = (id(renderer), id(avatar), seed, index)
+        frame = self._frames.get(key)
+        if frame is not None:
+            self.hits += 1
+            return frame
+        self.misses += 1
+        skey = (id(renderer), seed)
+        if skey not in self._states:
+            self._states[skey] = renderer.new_state(seed)
+        frame = renderer.rest_frame(avatar, index, self._states[skey])
+        self._frames[key] = frame
+        while len(self._frames) > self.max_items:
+            self._frames.popitem(last=False)
+        return frame
+
+
 @dataclass
 class Engine:
     avatar: Any
     renderer_factory: Callable[[str], Any]  # lookahead -> Renderer (cached below)
     encoder_factory: Callable[[str, int], Any]  # (lookahead, fps) -> a new per-session encoder
     worker: InferenceWorker
+    epoch: float = field(default_factory=time.monotonic)  # avatar frame 0 (see RestFrameCache)
+    rest_cache: RestFrameCache = field(default_factory=RestFrameCache)
     _renderers: dict[str, Any] = field(default_factory=dict)
 
     def renderer(self, lookahead: str) -> Any:

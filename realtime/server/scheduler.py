@@ -70,12 +70,16 @@ class FrameScheduler:
     def __init__(self, *, fps: int, budget_s: float, lookahead_s: float, max_chunk: int,
                  silence_dbfs: float, max_frames_ahead: int, audio_buffer_s: float,
                  worker: InferenceWorker, renderer, avatar, encoder, render_state,
-                 clock: MediaClock, metrics: ServerMetrics, audio_extra_delay_s: float = 0.0) -> None:
+                 clock: MediaClock, metrics: ServerMetrics, audio_extra_delay_s: float = 0.0,
+                 epoch: float | None = None, rest_cache=None) -> None:
         self.fps, self.period = fps, 1.0 / fps
         self.budget_s, self.lookahead_s = budget_s, lookahead_s
         self.max_chunk, self.max_frames_ahead = max_chunk, max_frames_ahead
         self.silence_rms = 10 ** (silence_dbfs / 20.0)
         self.worker, self.renderer, self.avatar = worker, renderer, avatar
+        # Avatar frame index = time since the server's epoch in frames, the same for every session at
+        # any moment: idle motion is continuous, and rest frames are shared through ``rest_cache``.
+        self.epoch, self.rest_cache = epoch, rest_cache
         self.encoder, self.state = encoder, render_state
         self.clock, self.metrics = clock, metrics
         self.audio_extra_delay_s = audio_extra_delay_s
@@ -166,6 +170,11 @@ class FrameScheduler:
     def _arrival_of(self, sample: int) -> float:
         i = bisect.bisect_right([p[0] for p in self._packets], sample)
         return self._packets[min(i, len(self._packets) - 1)][1] if self._packets else time.monotonic()
+
+    def avatar_index(self, slot: int) -> int:
+        if self.epoch is None or self.clock.t0 is None:
+            return slot
+        return slot + round((self.clock.t0 + self.video_offset_s - self.epoch) * self.fps)
 
     def slot_time(self, slot: int) -> float:
         return (self.clock.t0 or 0.0) + self.video_offset_s + slot * self.period
@@ -335,12 +344,19 @@ class FrameScheduler:
 
     def _render_job(self, slots: np.ndarray, blocks: np.ndarray) -> list[np.ndarray]:
         t = time.perf_counter()
-        out = self.renderer.render_chunk(self.avatar, slots, blocks, self.state).frames
+        idx = np.array([self.avatar_index(int(s)) for s in slots], dtype=np.int64)
+        out = self.renderer.render_chunk(self.avatar, idx, blocks, self.state).frames
         dt = (time.perf_counter() - t) / len(slots)
         self.metrics.render_time.observe(dt)
         self.metrics.frames_rendered.inc(len(slots))
         self.render_s_per_frame = 0.8 * self.render_s_per_frame + 0.2 * dt
         return out
+
+    def _rest_frame(self, slot: int) -> np.ndarray:
+        idx = self.avatar_index(slot)
+        if self.rest_cache is not None:
+            return self.rest_cache.get(self.renderer, self.avatar, idx, self.state.seed if self.state else 0)
+        return self.renderer.rest_frame(self.avatar, idx, self.state)
 
     async def _prepare_rest(self) -> None:
         """Keeps rest frames ready for the next few slots (cheap; done in the worker in one job)."""
@@ -357,7 +373,7 @@ class FrameScheduler:
             return
         try:
             frames = await self.worker.run(
-                lambda: [self.renderer.rest_frame(self.avatar, s, self.state) for s in want],
+                lambda: [self._rest_frame(s) for s in want],
                 deadline=self.slot_time(want[0]), kind="rest")
         except (WorkerBusy, WorkerClosed):
             return
@@ -393,13 +409,13 @@ class FrameScheduler:
         if kind == "rest":
             frame = self.rest.pop(slot, None)
             if frame is None:
-                frame = self.last_frame if self.last_frame is not None else self.avatar.frame(slot)
+                frame = self.last_frame if self.last_frame is not None else self.avatar.frame(self.avatar_index(slot))
                 self.metrics.frames_repeated.inc()
             self.metrics.frames_rest.inc()
         elif kind in ("late", "repeat"):
             frame = self.last_frame if self.last_frame is not None else self.rest.pop(slot, None)
             if frame is None:
-                frame = self.avatar.frame(slot)
+                frame = self.avatar.frame(self.avatar_index(slot))
             self.metrics.frames_repeated.inc()
         self.counts[kind] += 1
         self.history.append((now, slot, kind))

@@ -50,6 +50,7 @@ class WebRTCSession:
             encoder=engine.encoder_factory(self.lookahead, config.fps),
             render_state=renderer.new_state(int(options.get("seed", 0))),
             clock=self.clock, metrics=metrics, audio_extra_delay_s=config.audio_extra_delay_ms / 1000.0,
+            epoch=engine.epoch, rest_cache=engine.rest_cache,
         )
         self.video = VideoOutputTrack(self.clock, config.fps, self.scheduler.frame_for, self._on_video_sent,
                                       offset=lambda: self.scheduler.video_offset_s)

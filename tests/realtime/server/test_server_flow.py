@@ -107,6 +107,12 @@ async def test_session_cap_gives_error_and_close_code(server):
         assert "session_cap" in str(e)
     await asyncio.sleep(0.1)
     assert extra.ws.close_code == 1013
+    # two silent sessions index the avatar by server time: each rest frame is rendered once for both
+    for p in peers:
+        await p.wait_connected()
+    await asyncio.sleep(1.0)
+    cache = server.engine.rest_cache
+    assert cache.hits >= 0.6 * cache.misses, (cache.hits, cache.misses)
     assert server.metrics.sessions_rejected.value == 1
     await extra.close(send_close=False)
     for p in peers:

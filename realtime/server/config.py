@@ -36,6 +36,7 @@ class RealtimeConfig:
     avatar_dir: str | None = None  # None: the default avatar that ships with the install
     max_chunk: int = 4  # frames per renderer call at most (smaller when late)
     silence_dbfs: float = -45.0
+    video_codec: str = "h264"  # h264 | vp8: preferred outgoing codec (the client's others are fallbacks)
     audio_extra_delay_ms: float = 0.0  # added to the outgoing audio's delay (receiver-side A/V trim)
     client_dir: str | None = None  # None: clients/web of the install (the browser page)  # below this level a frame's audio window is silence -> rest frame
     ice_servers: list[str] = field(default_factory=list)  # e.g. ["stun:stun.l.google.com:19302"]
@@ -46,6 +47,8 @@ class RealtimeConfig:
             raise ConfigError(f"renderer must be 'embedded' or 'diffusion', got {self.renderer!r}")
         if self.lookahead not in ("full", "low"):
             raise ConfigError(f"lookahead must be 'full' or 'low', got {self.lookahead!r}")
+        if self.video_codec not in ("h264", "vp8"):
+            raise ConfigError(f"video_codec must be 'h264' or 'vp8', got {self.video_codec!r}")
         if not 1 <= self.fps <= 60:
             raise ConfigError(f"fps must be 1..60, got {self.fps}")
         if not 1 <= self.max_chunk <= 16:

@@ -19,6 +19,9 @@ async def test_offer_answer_constant_fps_and_silence_is_rest(server):
     peer = WebRTCPeer(ws_url(server))
     reply = await peer.connect()
     assert reply["type"] == "answer" and reply["sdp"].startswith("v=0")
+    video = reply["sdp"].split("m=video")[1]
+    first_pt = video.split("\r\n")[0].split()[3]
+    assert f"a=rtpmap:{first_pt} H264/90000" in video  # the cheaper encoder is preferred
     await peer.wait_connected()
     await asyncio.sleep(0.6)  # let the jitter buffer settle
     n0, t0 = len(peer.video_times), time.monotonic()

@@ -31,6 +31,8 @@ def register(sub) -> None:
                    help="drive the mouth from the aligned phones instead of the viseme model: the ceiling of "
                    "renderer + measurement, separate from the model's accuracy")
     p.add_argument("--out", metavar="OUT.mp4", help="keep the rendered video here (default: a temp file)")
+    p.add_argument("--pad-silence", type=float, default=0.0, metavar="S",
+                   help="add S seconds of the clip's own room tone before and after it (longer real silences)")
     p.add_argument("--closed-reading", type=float, help="the avatar's closed-mouth gap reading (default: measured)")
     p.add_argument("--guard", type=int, default=2, help="frames next to speech not counted as silent (default 2)")
     p.add_argument("--json", metavar="FILE", help="also write the report (and per-frame series) as JSON")
@@ -55,7 +57,7 @@ def _render(args, out_path: str) -> float:
     if args.oracle:
         _render_oracle(renderer, avatar, args, out_path)
     else:
-        render_file(renderer, avatar, args.audio, out_path, progress=False)
+        render_file(renderer, avatar, args.samples, out_path, progress=False)
     # The closed reading goes through the same encoder: H.264 itself shifts FaceMesh's reading a little.
     rest_path = out_path + ".rest.mp4"
     state = renderer.new_state(0)
@@ -67,12 +69,11 @@ def _render(args, out_path: str) -> float:
 
 def _render_oracle(renderer, avatar, args, out_path: str) -> None:
     from realtime.audio.features import num_video_frames
-    from realtime.audio.io import load_audio
     from realtime.render.lipsync_eval import align_phones, implied_opening, transcribe
     from realtime.render.mouth_warp import MouthParams
     from realtime.render.video_writer import VideoWriter
 
-    samples = load_audio(args.audio)
+    samples = args.samples
     n = num_video_frames(len(samples), 25.0)
     opening, _ = implied_opening(align_phones(samples, args.transcript or transcribe(samples)), n, 25.0)
     state = renderer.new_state(0)
@@ -85,8 +86,12 @@ def run(args: argparse.Namespace) -> int:
     import os
     import tempfile
 
-    from realtime.render.lipsync_eval import evaluate_video, score
+    from realtime.audio.io import load_audio
+    from realtime.render.lipsync_eval import evaluate_video, pad_with_room_tone
 
+    args.samples = pad_with_room_tone(load_audio(args.audio), args.pad_silence)
+    if args.pad_silence and args.video:
+        log.warning("--pad-silence only applies when rendering; the given --video is measured against padded audio")
     with tempfile.TemporaryDirectory() as tmp:
         video = args.video
         closed = args.closed_reading
@@ -94,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
             video = args.out or os.path.join(tmp, "render.mp4")
             measured_closed = _render(args, video)
             closed = measured_closed if closed is None else closed
-        report, gaps, implied, speech = evaluate_video(video, args.audio, args.transcript, closed, args.guard)
+        report, gaps, implied, speech = evaluate_video(video, args.samples, args.transcript, closed, args.guard)
     print(f"frames {report.frames}  correlation {report.correlation:.3f}  best lag {report.best_lag:+d} "
           f"(r={report.best_correlation:.3f})  silent frames closed {100 * report.silent_closed:.1f}% "
           f"of {report.silent_frames} (closed reading {report.closed_reading:.3f}, "

@@ -69,7 +69,7 @@ def align_phones(samples: np.ndarray, transcript: str) -> list[Phone]:
     from pocketsphinx import Decoder
 
     pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
-    decoder = Decoder(lm=None, samprate=16000)
+    decoder = Decoder(lm=None, samprate=16000, bestpath=False, loglevel="FATAL")  # bestpath breaks long silences
     decoder.set_align_text(transcript.lower())
     for _ in range(2):  # first pass: words; second pass, after set_alignment(): phones
         decoder.start_utt()
@@ -133,6 +133,19 @@ def read_video(path: str | Path) -> tuple[list[np.ndarray], float]:
         stream = c.streams.video[0]
         fps = float(stream.average_rate or 25)
         return [f.to_ndarray(format="rgb24") for f in c.decode(stream)], fps
+
+
+def pad_with_room_tone(samples: np.ndarray, seconds: float, sample_rate: int = 16000) -> np.ndarray:
+    """Adds ``seconds`` of the clip's own quietest 100 ms (its room tone, tiled) before and after it:
+    longer real silences to test that the mouth stays shut, without inventing a noise model."""
+    win = sample_rate // 10
+    if seconds <= 0 or len(samples) < win:
+        return samples
+    rms = np.sqrt(np.convolve(samples.astype(np.float64) ** 2, np.ones(win) / win, mode="valid"))
+    start = int(np.argmin(rms[::win // 4]) * (win // 4))
+    tone = samples[start:start + win]
+    pad = np.tile(tone, int(np.ceil(seconds * sample_rate / win)))[: int(seconds * sample_rate)]
+    return np.concatenate([pad, samples, pad]).astype(np.float32)
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:

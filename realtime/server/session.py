@@ -109,16 +109,17 @@ class WebRTCSession:
             elif pc.connectionState in ("failed", "closed"):
                 self.gone.set()
 
+        if "m=audio" not in offer_sdp or "m=video" not in offer_sdp:
+            raise SessionError("the offer must have an audio (sendrecv) and a video (recvonly or sendrecv) section")
+        # Tracks (and codec preferences) go in before the offer is applied: aiortc negotiates the
+        # codec order when it applies the remote description.
+        pc.addTrack(self.audio)
+        video_sender = pc.addTrack(self.video)
+        self._prefer_codec(pc, video_sender, self.config.video_codec)
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         except Exception as e:  # aiortc raises ValueError and friends on malformed SDP
             raise SessionError(f"the offer's SDP could not be used ({e}); send a browser/aiortc offer") from None
-        kinds = {t.kind for t in pc.getTransceivers()}
-        if "audio" not in kinds or "video" not in kinds:
-            raise SessionError("the offer must have an audio (sendrecv) and a video (recvonly or sendrecv) section")
-        pc.addTrack(self.audio)
-        video_sender = pc.addTrack(self.video)
-        self._prefer_codec(pc, video_sender, self.config.video_codec)
         await pc.setLocalDescription(await pc.createAnswer())
         self._spawn(self.scheduler.encode_loop(), "encode")
         self._spawn(self.scheduler.render_loop(), "render")

@@ -20,7 +20,7 @@ async def test_offer_answer_constant_fps_and_silence_is_rest(server):
     reply = await peer.connect()
     assert reply["type"] == "answer" and reply["sdp"].startswith("v=0")
     video = reply["sdp"].split("m=video")[1]
-    first_pt = video.split("\r\n")[0].split()[3]
+    first_pt = video.split("\r\n")[0].split()[2]
     assert f"a=rtpmap:{first_pt} H264/90000" in video  # the cheaper encoder is preferred
     await peer.wait_connected()
     await asyncio.sleep(0.6)  # let the jitter buffer settle

@@ -172,3 +172,17 @@ def test_video_avatar_uses_each_frames_landmarks(renderer, astronaut, facemesh):
     # No idle motion on videos: away from the face the frame is untouched.
     assert np.array_equal(frames[1][:100], video.frame(1)[:100])
     assert len(renderer._rigs[video]) == 3  # one rig per source frame, reused on the way back
+
+
+@pytest.mark.slow
+def test_render_embedded_real_model_on_real_speech(default_avatar, arctic_audio, facemesh):
+    """The shipped viseme model on 2 s of real speech: the mouth opens during speech, shut in the
+    leading silence (arctic_a0007 starts with 0.37 s of silence)."""
+    pytest.importorskip("realtime.visemes.runtime")
+    from realtime.render.embedded import render_embedded
+
+    frames = render_embedded(default_avatar, arctic_audio[:32000], fps=25.0, seed=0)
+    assert len(frames) == 50
+    gaps = np.array([lip_gap(facemesh, f) for f in frames[::2]])
+    assert gaps[:3].max() < 0.03
+    assert gaps.max() > 0.1

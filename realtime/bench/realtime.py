@@ -238,7 +238,7 @@ async def run_async(args) -> dict:
     try:
         for mode in [m for m in args.modes.split(",") if m]:
             port = free_port()
-            cmd = ["-m", "realtime.cli", "serve", "--port", str(port), "--max-sessions", str(args.max_sessions + 1)]
+            cmd = ["-c", "import sys; from realtime.cli import main; sys.exit(main())", "serve", "--port", str(port), "--max-sessions", str(args.max_sessions + 1)]
             if mode == "low":
                 cmd.append("--low-latency")
             server = start_process(cmd, port, "/healthz")

@@ -68,11 +68,13 @@ class Engine:
         self.worker.close()
 
 
-def build_engine(config: RealtimeConfig) -> Engine:
-    """The real engine: embedded (or diffusion) renderer, streaming Whisper encoder, avatar."""
+def build_engine(config: RealtimeConfig, avatar: Any = None) -> Engine:
+    """The real engine: embedded (or diffusion) renderer, streaming Whisper encoder, avatar
+    (``avatar`` overrides ``config.avatar_dir``; neither: the default avatar)."""
     from realtime.face.avatar import Avatar, default_avatar
 
-    avatar = Avatar.load(config.avatar_dir) if config.avatar_dir else default_avatar()
+    if avatar is None:
+        avatar = Avatar.load(config.avatar_dir) if config.avatar_dir else default_avatar()
 
     def renderer_factory(lookahead: str):
         if config.renderer == "diffusion":
@@ -83,12 +85,15 @@ def build_engine(config: RealtimeConfig) -> Engine:
 
         return EmbeddedRenderer(lookahead=lookahead)
 
-    def encoder_factory(lookahead: str, fps: int):
-        from realtime.audio.streaming import StreamingAudioEncoder
-        from realtime.audio.whisper_loader import load_whisper
+    shared: dict = {}
 
+    def encoder_factory(lookahead: str, fps: int):
+        from realtime.audio.streaming import StreamingAudioEncoder, StreamingWeights
+        from realtime.audio.whisper_loader import load_whisper
         from realtime.visemes.windows import WINDOWS
 
+        if "weights" not in shared:  # fused weights + padding keys/values: once for all sessions
+            shared["weights"] = StreamingWeights(load_whisper())
         # Low-latency mode: the viseme model's window [c-8, c+2) needs 40 ms of future audio.
         w = WINDOWS[lookahead]
         return StreamingAudioEncoder(shared["weights"], fps=fps, extra_lookahead_ms=0, block=(w.past, w.future))

@@ -1,0 +1,28 @@
+"""The real engine's pieces as the server wires them (real Whisper weights, default avatar)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from realtime.server.config import RealtimeConfig
+from realtime.server.engine import build_engine
+from realtime.server.scheduler import split_encoder_output
+
+
+def test_real_encoders_share_weights_and_emit_blocks(default_avatar, arctic_audio):
+    engine = build_engine(RealtimeConfig(), avatar=default_avatar)
+    try:
+        full, low = engine.encoder_factory("full", 25), engine.encoder_factory("low", 25)
+        assert full.weights is low.weights  # one copy of the model for every session
+        x = arctic_audio[3200:12800]  # 0.6 s of speech
+        out_full, out_low = [], []
+        for i in range(0, len(x), 320):  # 20 ms packets, as the server pushes them
+            out_full += full.push(x[i : i + 320])
+            out_low += low.push(x[i : i + 320])
+        j, block = split_encoder_output(out_full[0])
+        assert j == 0 and block.shape == (50, 384) and block.dtype == np.float32
+        # frame i needs audio up to i*40 + 120 (+12.5) ms, or + 40 (+12.5) ms in low mode
+        assert 11 <= len(out_full) <= 12 and 13 <= len(out_low) <= 14, (len(out_full), len(out_low))
+        assert split_encoder_output(out_low[0])[1].shape == (50, 384)
+    finally:
+        engine.close()

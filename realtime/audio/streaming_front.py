@@ -30,20 +30,27 @@ HALF_WINDOW = N_FFT // 2  # 200 samples of context on each side of a centred mel
 class StreamingFrontEnd:
     """Samples in, encoder-input steps (conv front-end + positional embedding) out.
 
-    ``encoder`` is a whisper ``AudioEncoder`` (its convs and positional embedding are used; nothing
-    is copied). All positions are local to the current window of ``n_ctx`` steps.
+    ``weights``: the ``StreamingWeights`` of the model (conv matmuls, positional embedding).
+    All positions are local to the current window of ``n_ctx`` steps.
     """
 
-    def __init__(self, encoder, dtype: torch.dtype = torch.float32):
+    def __init__(self, weights):
         from whisper.audio import mel_filters
 
-        self.encoder = encoder
-        self.dtype = dtype
+        encoder = weights.encoder
+        self.weights = weights
+        self.dtype = weights.dtype
         self.n_mels = encoder.conv1.in_channels
         self.n_ctx = encoder.positional_embedding.shape[0]
         self.window_mel = self.n_ctx * CONV_STRIDE
         self.mel_fb = mel_filters("cpu", self.n_mels).to(torch.float32)  # (n_mels, 201)
-        self.hann = torch.hann_window(N_FFT)
+        # A few frames per call: a windowed DFT as one matmul beats torch.stft's per-call overhead.
+        n = torch.arange(N_FFT, dtype=torch.float64)
+        f = torch.arange(N_FFT // 2 + 1, dtype=torch.float64)
+        ang = 2 * torch.pi * f[:, None] * n[None, :] / N_FFT
+        win = torch.hann_window(N_FFT, dtype=torch.float64)
+        self.dft = torch.cat([torch.cos(ang) * win, -torch.sin(ang) * win]).to(torch.float32)  # (402, 400)
+        self.width = encoder.conv1.out_channels
         self.reset()
 
     def reset(self) -> None:
@@ -60,7 +67,7 @@ class StreamingFrontEnd:
         self._start_window(0)
 
     def _start_window(self, step: int) -> None:
-        C = self.encoder.conv1.out_channels
+        C = self.width
         self.window_first_step = step
         # Mel frames not yet fully consumed by conv1, starting at local frame n_c1 - 1 (zero pad).
         self.mel_buf = torch.zeros(self.n_mels, 1)
@@ -115,8 +122,9 @@ class StreamingFrontEnd:
         a = HOP_LENGTH * j0 - HALF_WINDOW - self.audio_start
         b = HOP_LENGTH * (upto - 1) + HALF_WINDOW - self.audio_start
         x = self.audio[a:b]
-        spec = torch.stft(x, N_FFT, HOP_LENGTH, window=self.hann, center=False, return_complex=True)
-        power = spec.abs() ** 2
+        frames = x.unfold(0, N_FFT, HOP_LENGTH)  # (k, 400)
+        spec = F.linear(frames, self.dft)  # (k, 402): real parts, then imaginary parts
+        power = spec.square().view(-1, 2, N_FFT // 2 + 1).sum(1).T  # (201, k)
         log_spec = torch.clamp(self.mel_fb @ power, min=1e-10).log10()
         self.log_max = max(self.log_max, float(log_spec.max()))
         log_spec = torch.maximum(log_spec, torch.tensor(self.log_max - 8.0))
@@ -143,7 +151,6 @@ class StreamingFrontEnd:
     def produce(self, upto_step: int) -> Tensor:
         """Encoder inputs for global steps [n_steps, upto_step), all inside the current window:
         (k, C) = gelu(conv2(gelu(conv1(mel)))) + positional embedding."""
-        enc = self.encoder
         s0, s1 = self.n_steps, upto_step
         w0 = self.window_first_step
         assert w0 <= s0 < s1 <= w0 + self.n_ctx, (s0, s1, w0)
@@ -165,15 +172,16 @@ class StreamingFrontEnd:
         if pad > 0:
             mel = F.pad(mel, (0, pad))
         mel = mel.to(self.dtype)
-        c1 = F.gelu(F.conv1d(mel[None, :, : c1_hi - self.n_c1 + 2], enc.conv1.weight.to(self.dtype), enc.conv1.bias.to(self.dtype)))[0]
+        win1 = mel[:, : c1_hi - self.n_c1 + 2].unfold(1, 3, 1).permute(1, 0, 2)  # (k, n_mels, 3)
+        c1 = self.weights.conv1(win1.reshape(win1.shape[0], -1)).T  # (C, k) = gelu(conv1)
         # mel_buf keeps local frames from c1_hi - 1 (conv1's left context for the next call).
         self.mel_buf = mel[:, c1_hi - self.n_c1 : c1_hi - self.n_c1 + 1 + max(0, have - c1_hi)].to(torch.float32)
         self.n_c1 = c1_hi
         g = torch.cat([self.c1_buf.to(self.dtype), c1], dim=1)  # local conv1 outputs [2*l0 - 1, c1_hi)
-        x = F.conv1d(g[None], enc.conv2.weight.to(self.dtype), enc.conv2.bias.to(self.dtype), stride=CONV_STRIDE)[0]
-        x = F.gelu(x)[:, : l1 - l0].T  # (k, C)
+        win2 = g.unfold(1, 3, CONV_STRIDE).permute(1, 0, 2)  # (steps, C, 3)
+        x = self.weights.conv2(win2.reshape(win2.shape[0], -1))[: l1 - l0]  # (steps, C) = gelu(conv2)
         self.c1_buf = g[:, CONV_STRIDE * (l1 - l0) : CONV_STRIDE * (l1 - l0) + 1].to(torch.float32)
-        x = x + enc.positional_embedding[l0:l1].to(self.dtype)
+        x = x + self.weights.positions[l0:l1]
         self.n_steps = s1
         if l1 == self.n_ctx:
             self._start_window(s1)

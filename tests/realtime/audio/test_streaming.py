@@ -33,7 +33,7 @@ def tiny_weights():
         n_vocab=64, n_text_ctx=8, n_text_state=64, n_text_head=2, n_text_layer=1,
     )
     model = Whisper(dims).eval()
-    return model, StreamingWeights(model)
+    return model, StreamingWeights(model, dtype=torch.float32)
 
 
 def _speechlike(seconds: float, seed: int = 0) -> np.ndarray:

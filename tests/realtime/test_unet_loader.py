@@ -27,7 +27,7 @@ def tiny_files(tmp_path_factory):
     torch.save({"state_dict": bad}, d / "bad.pt")
     (d / "tiny.yaml").write_text(yaml.safe_dump({"model": tiny_config()}))
     (d / "garbage.pt").write_bytes(b"not a checkpoint")
-    return d, model
+    return d, _out(model)
 
 
 def _out(model):
@@ -39,14 +39,14 @@ def _out(model):
 
 @pytest.mark.parametrize("name", ["wrapped.pt", "bare.pt", "v10.pt"])
 def test_load_unet_strict_roundtrip(tiny_files, name):
-    d, model = tiny_files
+    d, expected = tiny_files
     loaded = load_unet(d / name, d / "tiny.yaml")
     assert not loaded.training and loaded.dtype == torch.float32
-    assert torch.equal(_out(loaded), _out(model))
+    assert torch.equal(_out(loaded), expected)
 
 
 def test_load_unet_dtype(tiny_files):
-    d, model = tiny_files
+    d, _ = tiny_files
     loaded = load_unet(d / "wrapped.pt", d / "tiny.yaml", dtype=torch.bfloat16)
     assert {p.dtype for p in loaded.parameters()} == {torch.bfloat16}
 

@@ -5,6 +5,7 @@ from the worker thread."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -24,15 +25,20 @@ LOOKAHEAD_S = {"full": 0.120, "low": 0.040}
 class RestFrameCache:
     """Rest frames by (renderer, seed, avatar index), shared by all sessions: sessions index the
     avatar by time since the engine's epoch, so N silent sessions cost one rest render per slot.
-    Only used from the inference worker thread (no lock needed)."""
+    Used from the inference worker thread(s)."""
 
     def __init__(self, max_items: int = 48) -> None:
         self.max_items = max_items
+        self._lock = threading.Lock()  # the worker may run several threads
         self._frames: OrderedDict = OrderedDict()
         self._states: dict = {}
         self.hits = self.misses = 0
 
     def get(self, renderer: Any, avatar: Any, index: int, seed: int):
+        with self._lock:  # one render per key even when two sessions ask at once
+            return self._get(renderer, avatar, index, seed)
+
+    def _get(self, renderer: Any, avatar: Any, index: int, seed: int):
         key = (id(renderer), id(avatar), seed, index)
         frame = self._frames.get(key)
         if frame is not None:
@@ -99,4 +105,4 @@ def build_engine(config: RealtimeConfig, avatar: Any = None) -> Engine:
         return StreamingAudioEncoder(shared["weights"], fps=fps, extra_lookahead_ms=0, block=(w.past, w.future))
 
     return Engine(avatar=avatar, renderer_factory=renderer_factory, encoder_factory=encoder_factory,
-                  worker=InferenceWorker())
+                  worker=InferenceWorker(threads=config.inference_threads))

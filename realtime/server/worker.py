@@ -1,10 +1,11 @@
 """One inference worker shared by every session: renderer and audio-encoder work off the event loop.
 
 Sessions submit small jobs (encode pushed audio, render a chunk, prepare rest frames) with a
-deadline. A single worker thread takes every job waiting at each wake-up and runs them earliest
-deadline first, so chunks of all sessions are handled in one batch per wake-up and a late session
-cannot starve one whose frame is due sooner (the renderer interface renders one session's chunk per
-call, so a batch runs its chunks back to back; no tensor-level batching yet). Models live in the renderer/encoders given to sessions and are
+deadline into one queue, served earliest deadline first by the worker's thread(s) (``threads``,
+default 1; 2 lets torch and OpenCV, which release the GIL, use both cores of a 2-core machine). So
+the chunks of all sessions are scheduled together and a late session cannot starve one whose frame
+is due sooner (the renderer interface renders one session's chunk per call; no tensor-level
+batching yet). A session has at most one encode and one render job in flight. Models live in the renderer/encoders given to sessions and are
 loaded once per process; the worker only serialises access to them, which is also what keeps
 non-thread-safe torch modules safe.
 """
@@ -45,7 +46,8 @@ class _Job:
 class InferenceWorker:
     """Earliest-deadline-first job runner on one thread; bounded queue of ``max_pending`` jobs."""
 
-    def __init__(self, max_pending: int = 256, on_batch: Callable[[int], None] | None = None) -> None:
+    def __init__(self, max_pending: int = 256, on_batch: Callable[[int], None] | None = None,
+                 threads: int = 1) -> None:
         self._heap: list[_Job] = []
         self._cv = threading.Condition()
         self._seq = itertools.count()
@@ -54,8 +56,10 @@ class InferenceWorker:
         self._on_batch = on_batch
         self.batches = 0
         self.jobs_run = 0
-        self._thread = threading.Thread(target=self._run, name="syncvid-inference", daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._run, name=f"syncvid-inference-{k}", daemon=True)
+                         for k in range(max(1, threads))]
+        for t in self._threads:
+            t.start()
 
     @property
     def depth(self) -> int:
@@ -85,7 +89,8 @@ class InferenceWorker:
             self._cv.notify_all()
         for job in pending:
             job.loop.call_soon_threadsafe(_cancel, job.future)
-        self._thread.join(timeout)
+        for t in self._threads:
+            t.join(timeout)
 
     def _run(self) -> None:
         while True:
@@ -94,22 +99,22 @@ class InferenceWorker:
                     self._cv.wait()
                 if self._closed:
                     return
-                batch = [heapq.heappop(self._heap) for _ in range(len(self._heap))]
+                job = heapq.heappop(self._heap)  # earliest deadline first
+                depth = len(self._heap)
             self.batches += 1
             if self._on_batch:
-                self._on_batch(len(batch))
-            for job in batch:  # already in deadline order
-                if job.future.cancelled():
-                    continue
-                try:
-                    result, exc = job.fn(), None
-                except BaseException as e:  # delivered to the awaiting session, never kills the worker
-                    result, exc = None, e
-                self.jobs_run += 1
-                try:
-                    job.loop.call_soon_threadsafe(_deliver, job.future, result, exc)
-                except RuntimeError:  # the submitting loop is closed: nobody is waiting
-                    pass
+                self._on_batch(depth + 1)
+            if job.future.cancelled():
+                continue
+            try:
+                result, exc = job.fn(), None
+            except BaseException as e:  # delivered to the awaiting session, never kills the worker
+                result, exc = None, e
+            self.jobs_run += 1
+            try:
+                job.loop.call_soon_threadsafe(_deliver, job.future, result, exc)
+            except RuntimeError:  # the submitting loop is closed: nobody is waiting
+                pass
 
 
 def _deliver(fut: asyncio.Future, result: Any, exc: BaseException | None) -> None:

@@ -58,6 +58,37 @@ def params_from_prediction(probs: np.ndarray, shapes: np.ndarray, names: list[st
     return out
 
 
+class VisemeModel:
+    """The shipped viseme model behind the small interface the renderer uses. The weights are loaded
+    once (``VisemePredictor.load`` caches them); each session's state is its own ``VisemePredictor``."""
+
+    def __init__(self, kind: str):
+        from realtime.visemes.runtime import VisemePredictor
+
+        self.kind = kind
+        proto = VisemePredictor.load(kind)  # fails early, naming the file, if the weights are missing
+        self.window = proto.window
+        self.block_rows = proto.rows
+        self.blendshape_names = list(proto.blendshape_names)
+        assert tuple(proto.viseme_names) == VISEMES, proto.viseme_names
+
+    def new_state(self):
+        from realtime.visemes.runtime import VisemePredictor
+
+        return VisemePredictor.load(self.kind)
+
+    def predict(self, blocks: np.ndarray, state) -> tuple[np.ndarray, np.ndarray]:
+        out = state.predict(blocks)
+        return out["probs"], out["blendshapes"]
+
+    def blocks(self, features: np.ndarray, fps: float, num_frames: int) -> np.ndarray:
+        """Per-frame blocks of whole-clip features (T, 5, 384) for this model's look-ahead window."""
+        from realtime.visemes.features import frame_steps
+
+        idx = np.clip(frame_steps(self.window, num_frames, fps), 0, len(features) - 1)
+        return np.ascontiguousarray(features[idx].reshape(num_frames, self.block_rows, features.shape[-1]))
+
+
 class EmbeddedRenderer(Renderer):
     """Landmark-driven renderer. ``lookahead``: "full" (120 ms future audio) or "low" (<= 40 ms)."""
 
@@ -77,10 +108,9 @@ class EmbeddedRenderer(Renderer):
     # ---- model ------------------------------------------------------------------------------------
     @property
     def predictor(self):
+        """Shared model adapter: ``new_state()``, ``predict(blocks, state)``, ``blocks(...)``, names."""
         if self._predictor is None:
-            from realtime.visemes.runtime import VisemePredictor
-
-            self._predictor = VisemePredictor.load(self.lookahead)
+            self._predictor = VisemeModel(self.lookahead)
         return self._predictor
 
     def new_state(self, seed: int = 0) -> RenderState:

@@ -167,14 +167,14 @@ class EmbeddedRenderer(Renderer):
 
     def predict(self, audio_blocks: np.ndarray, state: RenderState) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """(N, 15) viseme probabilities, (N, K) blendshapes and their names; advances the model state."""
+        if "visemes" not in state.data:
+            state.data["visemes"] = self.predictor.new_state()
         probs, shapes = self.predictor.predict(audio_blocks, state.data["visemes"])
         return np.asarray(probs), np.asarray(shapes), list(self.predictor.blendshape_names)
 
     def render_chunk(self, avatar: Any, frame_indices: np.ndarray, audio_blocks: np.ndarray,
                      state: RenderState) -> RenderedChunk:
         check_chunk(frame_indices, audio_blocks)
-        if "visemes" not in state.data:
-            state.data["visemes"] = self.predictor.new_state()
         probs, shapes, names = self.predict(audio_blocks, state)
         params = params_from_prediction(probs, shapes, names)
         frames, events = [], []

@@ -1,0 +1,1 @@
+"""Committed weights shipped with the package (loaded through importlib.resources)."""

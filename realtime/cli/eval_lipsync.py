@@ -27,6 +27,7 @@ def register(sub) -> None:
     src.add_argument("--image", metavar="FACE", help="face photo to render onto (default: the astronaut)")
     src.add_argument("--avatar", metavar="DIR", help="prepared avatar to render onto")
     p.add_argument("--lookahead", choices=("full", "low"), default="full", help="viseme model when rendering")
+    p.add_argument("--visemes", metavar="CKPT", help="viseme checkpoint to render with (default: the shipped one)")
     p.add_argument("--oracle", action="store_true",
                    help="drive the mouth from the aligned phones instead of the viseme model: the ceiling of "
                    "renderer + measurement, separate from the model's accuracy")
@@ -53,7 +54,7 @@ def _render(args, out_path: str) -> float:
         avatar = load_or_prepare_avatar(image=args.image, avatar_dir=args.avatar, progress=False)
     else:
         avatar = default_avatar()
-    renderer = EmbeddedRenderer(lookahead=args.lookahead)
+    renderer = EmbeddedRenderer(lookahead=args.lookahead, weights=args.visemes)
     if args.oracle:
         _render_oracle(renderer, avatar, args, out_path)
     else:

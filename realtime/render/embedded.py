@@ -62,11 +62,12 @@ class VisemeModel:
     """The shipped viseme model behind the small interface the renderer uses. The weights are loaded
     once (``VisemePredictor.load`` caches them); each session's state is its own ``VisemePredictor``."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, weights: str | None = None):
         from realtime.visemes.runtime import VisemePredictor
 
         self.kind = kind
-        proto = VisemePredictor.load(kind)  # fails early, naming the file, if the weights are missing
+        self.weights = weights  # None: the checkpoint shipped in models/weights
+        proto = VisemePredictor.load(kind, weights)  # fails early, naming the file, if the weights are missing
         self.window = proto.window
         self.block_rows = proto.rows
         self.blendshape_names = list(proto.blendshape_names)
@@ -75,7 +76,7 @@ class VisemeModel:
     def new_state(self):
         from realtime.visemes.runtime import VisemePredictor
 
-        return VisemePredictor.load(self.kind)
+        return VisemePredictor.load(self.kind, self.weights)
 
     def predict(self, blocks: np.ndarray, state) -> tuple[np.ndarray, np.ndarray]:
         out = state.predict(blocks)
@@ -95,13 +96,14 @@ class EmbeddedRenderer(Renderer):
     name = "embedded"
 
     def __init__(self, lookahead: str = "full", idle: bool = True, predictor: Any = None,
-                 region_side: int | None = None):
+                 region_side: int | None = None, weights: str | None = None):
         if lookahead not in ("full", "low"):
             raise ValueError(f"lookahead must be 'full' or 'low', got {lookahead!r}")
         self.lookahead = lookahead
         self.region_side = region_side  # None: from the face size
         self.idle = idle
         self._predictor = predictor
+        self.weights = weights  # a viseme checkpoint from `syncvid train-visemes`; None = shipped
         self._rigs: weakref.WeakKeyDictionary[Any, OrderedDict] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 
@@ -110,7 +112,7 @@ class EmbeddedRenderer(Renderer):
     def predictor(self):
         """Shared model adapter: ``new_state()``, ``predict(blocks, state)``, ``blocks(...)``, names."""
         if self._predictor is None:
-            self._predictor = VisemeModel(self.lookahead)
+            self._predictor = VisemeModel(self.lookahead, self.weights)
         return self._predictor
 
     def new_state(self, seed: int = 0) -> RenderState:

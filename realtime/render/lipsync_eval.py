@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -70,7 +71,8 @@ def align_phones(samples: np.ndarray, transcript: str) -> list[Phone]:
 
     pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
     decoder = Decoder(lm=None, samprate=16000, bestpath=False, loglevel="FATAL")  # bestpath breaks long silences
-    decoder.set_align_text(transcript.lower())
+    words = re.sub(r"[^a-z' ]+", " ", transcript.lower()).split()  # the dictionary has no punctuation
+    decoder.set_align_text(" ".join(words))
     for _ in range(2):  # first pass: words; second pass, after set_alignment(): phones
         decoder.start_utt()
         decoder.process_raw(pcm, full_utt=True)

@@ -314,7 +314,11 @@ class StreamingAudioEncoder:
         hi = self.frontier if self.total_steps is None else self.total_steps - 1
         idx = np.clip(np.arange(c - self.past, c + self.future), 0, hi)
         assert idx.min() > self.frontier - self.ring_size, "taps ring too small for this block"
-        block = self.taps[torch.from_numpy(idx % self.ring_size)]  # (steps, taps, C)
+        pos = idx % self.ring_size
+        if pos[-1] - pos[0] == len(pos) - 1:  # contiguous in the ring: a slice (advanced indexing costs ~0.5 ms)
+            block = self.taps[pos[0] : pos[-1] + 1].clone()
+        else:
+            block = self.taps.index_select(0, torch.from_numpy(pos))  # (steps, taps, C)
         return FrameFeatures(i, block.reshape(-1, block.shape[-1]), self.needed_samples(i), self.samples_pushed)
 
     @torch.inference_mode()

@@ -88,9 +88,13 @@ def run(args: argparse.Namespace) -> int:
     import tempfile
 
     from realtime.audio.io import load_audio
+    from realtime.errors import AudioInputError
     from realtime.render.lipsync_eval import evaluate_video, pad_with_room_tone
 
-    args.samples = pad_with_room_tone(load_audio(args.audio), args.pad_silence)
+    try:
+        args.samples = pad_with_room_tone(load_audio(args.audio), args.pad_silence)
+    except ValueError as e:
+        raise AudioInputError(f"--pad-silence cannot pad {args.audio}: {e}") from None
     if args.pad_silence and args.video:
         log.warning("--pad-silence only applies when rendering; the given --video is measured against padded audio")
     with tempfile.TemporaryDirectory() as tmp:

@@ -31,7 +31,7 @@ DEFAULT_CLIPS = ("arctic_a0007.wav", "arctic_a0009.wav")
 def add_arguments(p) -> None:
     p.add_argument("--audio", nargs="*", metavar="WAV", help="speech files (default: arctic_a0007/a0009 from tests/fixtures and a 35 s concatenation of them)")
     p.add_argument("--extra-ms", default="0,100,200,500", help="comma-separated extra look-ahead values (ms)")
-    p.add_argument("--hops", default="1,2,3", help="comma-separated frames per encoder call")
+    p.add_argument("--hops", default="1,2", help="comma-separated frames per encoder call")
     p.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto", help="encoder arithmetic (auto: bf16 where the CPU has it natively)")
     p.add_argument("--repeats", type=int, default=3, help="runs per setting; compute is the median")
     p.add_argument("--memory-minutes", type=float, default=10.0, help="length of the long stream of the memory check (0: skip)")

@@ -2,6 +2,10 @@
 
 yuv420p needs even dimensions: odd frame sizes are padded by one replicated edge row/column (never
 cropped, so no face pixel is lost). Video timestamps are exact frame counts in a 1/fps time base.
+
+The rendered frames are bit-exact from run to run; the encoded bytes are not always: the same frames
+occasionally encode to slightly different H.264 (x264 in PyAV's wheel, seen only on a process's first
+encode after other heavy work, with or without threads), so compare decoded videos with a tolerance.
 """
 
 from __future__ import annotations
@@ -64,7 +68,7 @@ class VideoWriter:
         self._video.width, self._video.height = w, h
         self._video.pix_fmt = "yuv420p"
         self._video.time_base = 1 / self.fps
-        self._video.options = {"crf": str(self.crf), "preset": "veryfast", "threads": "1"}
+        self._video.options = {"crf": str(self.crf), "preset": "veryfast"}
         if self.audio is not None and len(self.audio):
             self._astream = self._container.add_stream("aac", rate=self.audio_rate)
             self._astream.layout = "mono"

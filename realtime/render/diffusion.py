@@ -64,8 +64,10 @@ class DiffusionRenderer(Renderer):
         sampler: SamplerConfig | None = None,
         device: str | torch.device = "cpu",
         dtype: torch.dtype | None = None,
+        use_avatar_latents: bool = True,
     ):
         self.unet = unet.eval()
+        self.use_avatar_latents = use_avatar_latents
         self.vae = vae.eval()
         self.sampler = sampler or SamplerConfig()
         self.device = torch.device(device)
@@ -120,15 +122,17 @@ class DiffusionRenderer(Renderer):
         for k, faces in work:
             groups.setdefault(len(faces), []).append((k, faces))
         for items in groups.values():
-            crops, audios, seeds, masks = [], [], [], []
+            crops, audios, seeds, masks, stored = [], [], [], [], []
             for k, faces in items:
                 req = requests[k]
                 idx = np.asarray(req.frame_indices, dtype=np.int64)[faces]
                 crops.append(np.stack([req.avatar.crop(int(i)) for i in idx]))
+                stored.append(np.stack([req.avatar.latents(int(i)) for i in idx])
+                              if self._can_use_stored_latents(req.avatar) else None)
                 audios.append(np.asarray(req.audio_blocks, dtype=np.float32)[faces])
                 seeds.append(req.state.seed)
                 masks.append(_avatar_mask(req.avatar, crops[-1].shape[1]))
-            out = self.render_crops(crops, audios, seeds, masks)
+            out = self.render_crops(crops, audios, seeds, masks, stored)
             for (k, faces), new_crops in zip(items, out):
                 req = requests[k]
                 idx = np.asarray(req.frame_indices, dtype=np.int64)
@@ -145,10 +149,13 @@ class DiffusionRenderer(Renderer):
         audio: Sequence[np.ndarray],
         seeds: Sequence[int],
         masks: Sequence[np.ndarray] | None = None,
+        latents: Sequence[np.ndarray | None] | None = None,
     ) -> list[np.ndarray]:
         """B chunks of aligned crops (F, R, R, 3) uint8 + audio (F, S, 384) -> new crops (F, R, R, 3) uint8.
 
         All chunks must share F and R. ``masks``: (R, R) keep-masks (default LatentSync's mask at R).
+        ``latents``: per chunk, optional precomputed (F, 2, 4, R/8, R/8) [reference, masked] latents
+        (an avatar prepared with the same VAE); otherwise they are encoded here (and cached).
         """
         from realtime.face.mask import fixed_mask
 
@@ -163,8 +170,13 @@ class DiffusionRenderer(Renderer):
         mask_t = [torch.from_numpy(np.array(m, dtype=np.float32))[None, None] for m in masks]  # (1, 1, R, R)
 
         cond, refs = [], []
-        for c, px, m in zip(crops, pixels, mask_t):
-            ref_lat, masked_lat = self._frame_latents(c, px, m)  # (F, 4, h, w) each
+        latents = latents if latents is not None else [None] * b
+        for c, px, m, lat in zip(crops, pixels, mask_t, latents):
+            if lat is not None:
+                lat_t = torch.from_numpy(np.asarray(lat, np.float32)).to(dev, dt)
+                ref_lat, masked_lat = lat_t[:, 0], lat_t[:, 1]
+            else:
+                ref_lat, masked_lat = self._frame_latents(c, px, m)  # (F, 4, h, w) each
             mask_lat = F.interpolate(m, size=(h, h)).expand(f, 1, h, h)  # nearest, as LatentSync
             chunk = torch.cat([mask_lat.to(dev, dt), masked_lat, ref_lat], dim=1)  # (F, 9, h, w)
             cond.append(rearrange(chunk, "f c h w -> c f h w"))
@@ -184,6 +196,19 @@ class DiffusionRenderer(Renderer):
             img = ((mixed / 2 + 0.5).clamp(0, 1) * 255).to(torch.uint8)  # truncation, as LatentSync
             out.append(img.permute(0, 2, 3, 1).numpy())
         return out
+
+    def _can_use_stored_latents(self, avatar: Any) -> bool:
+        """Latents stored in an avatar directory are used when they come from the same kind of VAE
+        with the same scaling (``prepare-avatar --vae``); otherwise they are encoded here."""
+        if not self.use_avatar_latents or not getattr(avatar, "has_latents", False):
+            return False
+        info = getattr(getattr(avatar, "meta", None), "latents", None) or {}
+        same = (info.get("vae") == type(self.vae).__name__
+                and abs(float(info.get("scaling_factor", -1)) - float(self.vae.config.scaling_factor)) < 1e-9
+                and info.get("order", ["reference", "masked"]) == ["reference", "masked"])
+        if not same:
+            log.debug("avatar latents %s do not match the renderer's VAE; encoding the crops instead", info)
+        return same
 
     def _denoise(self, x: torch.Tensor, t: torch.Tensor, audio: torch.Tensor, reuse_deep: bool,
                  deep_cache: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -175,3 +175,29 @@ def test_real_tiny_unet_deep_cache():
     plain_r = DiffusionRenderer(unet, tiny_autoencoder_kl(), SamplerConfig(steps=4, guidance=1.5))
     plain = np.stack(plain_r.render_chunk(avatar, np.arange(3), audio, plain_r.new_state(1)).frames)
     assert np.abs(cached.astype(int) - plain).mean() < 20  # an approximation of the full passes
+
+
+def test_avatar_stored_latents_are_used_when_they_match():
+    from types import SimpleNamespace
+
+    from models.vae import encode_latents
+
+    r = _renderer(steps=2)
+    avatar = TinyAvatar(frames=3, resolution=R)
+    keep = torch.tensor(fixed_mask(R), dtype=torch.float32)
+    crops = torch.from_numpy(np.stack([avatar.crop(i) for i in range(3)])).permute(0, 3, 1, 2).float() / 127.5 - 1
+    with torch.no_grad():
+        lat = torch.stack([encode_latents(r.vae, crops), encode_latents(r.vae, crops * keep)], dim=1).numpy()
+    avatar.has_latents = True
+    avatar.latents = lambda i: lat[avatar._src(i)]
+    avatar.meta = SimpleNamespace(latents={"vae": "AutoencoderKL", "scaling_factor": 0.18215,
+                                           "order": ["reference", "masked"]})
+    assert r._can_use_stored_latents(avatar)
+    stored = np.stack(r.render_chunk(avatar, np.arange(3), audio_blocks(3), r.new_state(0)).frames)
+    assert len(r._latent_cache) == 0  # nothing encoded: the stored latents were used
+    plain = _renderer(steps=2)
+    plain.use_avatar_latents = False
+    computed = np.stack(plain.render_chunk(avatar, np.arange(3), audio_blocks(3), plain.new_state(0)).frames)
+    assert np.abs(stored.astype(int) - computed).max() <= 1
+    avatar.meta.latents["vae"] = "AutoencoderTiny"  # prepared with another VAE: ignored
+    assert not r._can_use_stored_latents(avatar)

@@ -28,7 +28,8 @@ def run(args) -> int:
     for kind in kinds:
         path = args.weights_dir / f"visemes_{kind}.pt" if args.weights_dir else None
         report[kind] = evaluate_checkpoint(kind, path, feats, espeak=not args.no_espeak, cache_dir=args.cache_dir)
-    cols = ("frames", "accuracy", "coarse_accuracy", "closed_recall_pp", "closed_recall_sil", "closed_false_rate_open", "jaw_corr")
+    cols = ("frames", "accuracy", "coarse_accuracy", "closed_recall_pp", "closed_class_recall_pp", "closed_recall_sil",
+            "closed_false_rate_open", "jaw_corr")
     print(f"{'model':5} {'set':32} " + " ".join(f"{c[:14]:>14}" for c in cols))
     for kind, figs in report.items():
         for name, m in figs.items():

@@ -53,7 +53,10 @@ class DataConfig:
     eq_prob: float = 0.5  # random one-pole low/high shelf: microphone and channel colour
     reverb_prob: float = 0.3
     context_steps: list[int] = field(default_factory=lambda: [16, 24, 32])  # causal encoder context
-    offline_prob: float = 0.4  # share of training segments with offline features (rest causal)
+    offline_prob: float = 0.4  # full window: share of training segments with offline features (rest causal)
+    # Low window: offline features would smuggle future audio into its 40 ms window through the
+    # encoder's bidirectional attention, and the model learns to rely on it; keep them out.
+    offline_prob_low: float = 0.0
 
 
 @dataclass

@@ -2,7 +2,8 @@
 
 Figures per frame (25 fps): 15-class accuracy; coarse accuracy over closed (sil, PP) / open
 (aa, E, ih) / rounded (oh, ou) / other; closed-mouth recall (predicted mouthClose >= 0.5) on
-p/b/m frames and on silence frames; Pearson correlation of predicted jawOpen with the opening
+p/b/m frames and on silence frames, and on p/b/m frames by top viseme (PP or sil, which the
+renderer also seals the lips on); Pearson correlation of predicted jawOpen with the opening
 the reference phones imply (the viseme table's jawOpen averaged over each frame).
 """
 
@@ -48,6 +49,8 @@ def frame_metrics(logits: np.ndarray, blend: np.ndarray, labels: np.ndarray, jaw
         "accuracy": float((pred == labels).mean()),
         "coarse_accuracy": float((VISEME_TO_COARSE[pred] == VISEME_TO_COARSE[labels]).mean()),
         "closed_recall_pp": float(closed[pp].mean()) if pp.any() else float("nan"),
+        # the renderer also seals the lips on p(PP): frames whose top viseme is PP or sil
+        "closed_class_recall_pp": float(np.isin(pred[pp], (PP, SIL)).mean()) if pp.any() else float("nan"),
         "closed_recall_sil": float(closed[sil].mean()) if sil.any() else float("nan"),
         "closed_false_rate_open": float(closed[~(pp | sil)].mean()) if (~(pp | sil)).any() else float("nan"),
         "jaw_corr": corr,

@@ -51,10 +51,13 @@ def offline_blocks(model, audio: np.ndarray, window: LookaheadWindow, fps: float
     """(N, window.rows, 384) float32 from LatentSync-exact offline features."""
     from realtime.audio.features import compute_features
 
-    feats = compute_features(model, audio)  # (T, 5, C)
-    n = frame_count(len(audio), fps)
-    idx = np.clip(frame_steps(window, n, fps), 0, feats.shape[0] - 1)
-    return feats[idx].reshape(n, window.rows, feats.shape[-1])
+    return blocks_from_features(compute_features(model, audio), window, frame_count(len(audio), fps), fps)
+
+
+def blocks_from_features(feats: np.ndarray, window: LookaheadWindow, n_frames: int, fps: float = 25.0) -> np.ndarray:
+    """Whole-clip features (T, 5, C) -> (n_frames, window.rows, C), steps clamped to [0, T-1]."""
+    idx = np.clip(frame_steps(window, n_frames, fps), 0, feats.shape[0] - 1)
+    return feats[idx].reshape(n_frames, window.rows, feats.shape[-1])
 
 
 @torch.inference_mode()

@@ -76,7 +76,7 @@ def build_frames(cfg: VisemeTrainingConfig, split: str, window: LookaheadWindow,
         n_steps = len(seg.audio) // 320 + window.future + 1
         if split == "eval":
             b = streaming_blocks(whisper, seg.audio, window)  # what the server feeds the model
-        elif frng.random() < d.offline_prob:
+        elif frng.random() < (d.offline_prob if window.name == "full" else d.offline_prob_low):
             b = offline_blocks(whisper, seg.audio, window)
         else:
             ctx = int(frng.choice(d.context_steps))

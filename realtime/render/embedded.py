@@ -15,6 +15,7 @@ cached in the renderer and shared by all sessions.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import weakref
@@ -34,6 +35,7 @@ VISEMES = ("sil", "PP", "FF", "TH", "DD", "kk", "CH", "SS", "nn", "RR", "aa", "E
 RIG_CACHE = 256  # rigs kept per avatar (a video's ping-pong track revisits frames; ~1.5 MB each at 256)
 SPEECH_GATE = (0.25, 0.6)  # 1 - p(sil) below the first value keeps the mouth shut, above the second opens fully
 BILABIAL_SEAL = (0.3, 0.7)  # p(PP) range over which the lips are pressed shut
+PARAM_DECIMALS = 4
 
 
 def _smoothstep(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -57,9 +59,15 @@ def params_from_prediction(probs: np.ndarray, shapes: np.ndarray, names: list[st
         g = float(speech[k])
         jaw = p.jawOpen * g
         closure = max(p.mouthClose, float(seal[k]))
-        out.append(p.replace(jawOpen=jaw, mouthClose=jaw * closure, mouthFunnel=p.mouthFunnel * g,
-                             mouthPucker=p.mouthPucker * g, mouthStretch=p.mouthStretch * g))
+        out.append(_quantised(p.replace(jawOpen=jaw, mouthClose=jaw * closure, mouthFunnel=p.mouthFunnel * g,
+                                        mouthPucker=p.mouthPucker * g, mouthStretch=p.mouthStretch * g)))
     return out
+
+
+def _quantised(p: MouthParams) -> MouthParams:
+    """Rounds to 1e-4 (a thousandth of a pixel of lip motion). The model's float32 output differs in
+    the last bits between chunk sizes (batched GRU); rounding keeps chunked == whole pixel-exact."""
+    return MouthParams(**{f: round(float(v), PARAM_DECIMALS) for f, v in dataclasses.asdict(p).items()})
 
 
 class VisemeModel:

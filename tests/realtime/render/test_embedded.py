@@ -188,3 +188,22 @@ def test_render_embedded_real_model_on_real_speech(default_avatar, arctic_audio,
     gaps = np.array([lip_gap(facemesh, f) for f in frames[::2]])
     assert gaps[:3].max() < 0.03
     assert gaps.max() > 0.1
+
+
+@pytest.mark.parametrize("lookahead", ["full", "low"])
+def test_shipped_model_chunked_equals_whole(default_avatar, lookahead):
+    runtime = pytest.importorskip("realtime.visemes.runtime")
+    if not runtime.weights_path(lookahead).is_file():
+        pytest.skip("the viseme model's weights are not in models/weights yet")
+    r = EmbeddedRenderer(lookahead=lookahead)
+    blocks = blocks_for(12, seed=5)
+    idx = np.arange(100, 112)
+    whole = r.render_chunk(default_avatar, idx, blocks, r.new_state(2))
+    state = r.new_state(2)
+    a = r.render_chunk(default_avatar, idx[:5], blocks[:5], state)
+    b = r.render_chunk(default_avatar, idx[5:], blocks[5:], state)
+    assert all(np.array_equal(x, y) for x, y in zip(whole.frames, a.frames + b.frames))
+    for x, y in zip(whole.events, a.events + b.events):
+        assert x["visemes"] == pytest.approx(y["visemes"], abs=1e-6)
+        assert sum(x["visemes"].values()) == pytest.approx(1.0, abs=1e-5)
+        assert len(x["visemes"]) == 15

@@ -68,6 +68,7 @@ def make_scheduler(cfg: SamplerConfig):
     from diffusers import DDIMScheduler, LCMScheduler, TCDScheduler
 
     base = latentsync_scheduler_config()
+    base.pop("skip_prk_steps", None)  # a PNDM-only key in LatentSync's file; the others warn about it
     spacing = cfg.timestep_spacing
     if spacing == "auto":
         spacing = "trailing" if cfg.steps <= FEW_STEPS_MAX else "leading"

@@ -201,3 +201,15 @@ def test_avatar_stored_latents_are_used_when_they_match():
     assert np.abs(stored.astype(int) - computed).max() <= 1
     avatar.meta.latents["vae"] = "AutoencoderTiny"  # prepared with another VAE: ignored
     assert not r._can_use_stored_latents(avatar)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_plumbing(dtype):
+    """fp16 is what runs on CUDA; on the CPU this only checks that every tensor meets the model's dtype."""
+    unet = _real_tiny_unet()
+    torch.nn.Module.to(unet, dtype=dtype)
+    vae = tiny_autoencoder_kl()
+    torch.nn.Module.to(vae, dtype=dtype)
+    r = DiffusionRenderer(unet, vae, SamplerConfig(steps=2, kind="lcm"), dtype=dtype)
+    out = r.render_chunk(TinyAvatar(resolution=R), np.arange(2), audio_blocks(2), r.new_state(0))
+    assert out.frames[0].dtype == np.uint8 and out.frames[0].shape == (80, 96, 3)

@@ -59,13 +59,18 @@ class DiffusionRenderer(Renderer):
 
     def __init__(
         self,
-        unet: torch.nn.Module,
-        vae: torch.nn.Module,
+        unet: torch.nn.Module | None = None,
+        vae: torch.nn.Module | None = None,
         sampler: SamplerConfig | None = None,
         device: str | torch.device = "cpu",
         dtype: torch.dtype | None = None,
         use_avatar_latents: bool = True,
     ):
+        if unet is None or vae is None:
+            from realtime.errors import WeightsError
+
+            raise WeightsError("the diffusion renderer needs LatentSync's UNet checkpoint and a VAE: build it with "
+                               "DiffusionRenderer.from_files(unet_ckpt, unet_yaml, vae_dir) (CLI: --unet, --config, --vae)")
         self.unet = unet.eval()
         self.use_avatar_latents = use_avatar_latents
         self.vae = vae.eval()

@@ -213,3 +213,10 @@ def test_half_precision_plumbing(dtype):
     r = DiffusionRenderer(unet, vae, SamplerConfig(steps=2, kind="lcm"), dtype=dtype)
     out = r.render_chunk(TinyAvatar(resolution=R), np.arange(2), audio_blocks(2), r.new_state(0))
     assert out.frames[0].dtype == np.uint8 and out.frames[0].shape == (80, 96, 3)
+
+
+def test_constructing_without_weights_is_a_clear_error():
+    from realtime.errors import WeightsError
+
+    with pytest.raises(WeightsError, match="from_files"):
+        DiffusionRenderer()

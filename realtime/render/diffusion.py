@@ -110,7 +110,7 @@ class DiffusionRenderer(Renderer):
         return self.render_batch([ChunkRequest(avatar, frame_indices, audio_blocks, state)])[0]
 
     def render_batch(self, requests: Sequence[ChunkRequest]) -> list[RenderedChunk]:
-        """Renders several sessions' chunks; chunks of equal length share one UNet batch."""
+        """Renders several sessions' chunks; chunks of equal length and crop size share one UNet batch."""
         results: list[RenderedChunk | None] = [None] * len(requests)
         work: list[tuple[int, np.ndarray]] = []  # (request index, positions of frames with a face)
         for k, req in enumerate(requests):
@@ -119,13 +119,14 @@ class DiffusionRenderer(Renderer):
             has_face = getattr(req.avatar, "has_face", lambda i: True)
             faces = np.array([p for p, i in enumerate(idx) if has_face(int(i))], dtype=np.int64)
             # Frames without a detectable face pass through unchanged (counted by the caller's metrics).
-            results[k] = RenderedChunk(frames=[req.avatar.frame(int(i)) for i in idx],
+            results[k] = RenderedChunk(frames=[np.array(req.avatar.frame(int(i))) for i in idx],
                                        events=[{"face": bool(p in set(faces.tolist()))} for p in range(len(idx))])
             if len(faces):
                 work.append((k, faces))
-        groups: dict[int, list[tuple[int, np.ndarray]]] = {}
+        groups: dict[tuple[int, int], list[tuple[int, np.ndarray]]] = {}  # by (frames, crop size)
         for k, faces in work:
-            groups.setdefault(len(faces), []).append((k, faces))
+            r = int(requests[k].avatar.crop(int(np.asarray(requests[k].frame_indices)[faces[0]])).shape[0])
+            groups.setdefault((len(faces), r), []).append((k, faces))
         for items in groups.values():
             crops, audios, seeds, masks, stored = [], [], [], [], []
             for k, faces in items:

@@ -220,3 +220,14 @@ def test_constructing_without_weights_is_a_clear_error():
 
     with pytest.raises(WeightsError, match="from_files"):
         DiffusionRenderer()
+
+
+def test_render_batch_groups_by_length_and_resolution():
+    r = _renderer(steps=1)
+    small, large = TinyAvatar(frames=3, resolution=R), TinyAvatar(frames=3, resolution=2 * R, frame_hw=(160, 160))
+    reqs = [ChunkRequest(small, np.arange(2), audio_blocks(2), r.new_state(0)),
+            ChunkRequest(large, np.arange(2), audio_blocks(2), r.new_state(0)),
+            ChunkRequest(small, np.arange(3), audio_blocks(3), r.new_state(1))]
+    out = r.render_batch(reqs)
+    assert [len(o.frames) for o in out] == [2, 2, 3] and out[1].frames[0].shape == (160, 160, 3)
+    assert sorted(c["shape"][0] for c in r.unet.calls) == [2, 2, 2]  # three groups, CFG-doubled batch of 1

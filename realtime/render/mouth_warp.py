@@ -51,9 +51,10 @@ UNSMILE_IN, UNSMILE_DROP = 0.12, 1.3  # corners come in (x W) and drop (x smile)
 BAND_SCALE = 1.45  # fixed anchors at this multiple of the face-outline radius (keeps collar and neck still)
 MIN_MOVE_PX = 0.25  # vertices moving less than this stay put (saves rasterising the still face)
 # The warp is rasterised on the frame's own pixel grid of the region (one resampling, no blur) up to
-# this size; larger faces get a coarser work grid whose maps are resized, which smears the sealed lip
-# line slightly (resizing a map blends source positions across the seam).
-MAX_WORK = 384
+# this size; larger regions get a coarser work grid whose maps are resized, and resizing a map blends
+# source positions across the sealed lip line (a thin line of teeth shows). 1024 covers a face filling
+# a 1080p frame; the per-frame cost grows only with the moving part's box.
+MAX_WORK = 1024
 REGION_SCALE = 1.7  # work-region side / face-outline extent
 
 

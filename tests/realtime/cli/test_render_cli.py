@@ -114,3 +114,37 @@ def test_eval_sync_needs_weights(tmp_path, capsys):
     assert "--syncnet" in capsys.readouterr().err
     assert main(["eval-sync", "--video", "v.mp4", "--syncnet", str(tmp_path / "stable_syncnet.pt")]) == 2
     assert "stable_syncnet.pt" in capsys.readouterr().err
+
+
+def test_eval_sync_tiny_end_to_end(tmp_path, capsys):
+    """A 20-frame face video judged by a tiny random StableSyncNet saved as LatentSync does."""
+    import json
+    from fractions import Fraction
+
+    import av
+    import skimage.data
+
+    from models.syncnet import StableSyncNet, tiny_config
+
+    img = skimage.data.astronaut()[::2, ::2].copy()
+    video = tmp_path / "v.mp4"
+    with av.open(str(video), "w") as out:
+        stream = out.add_stream("libx264", rate=Fraction(25))
+        stream.width, stream.height, stream.pix_fmt = 256, 256, "yuv420p"
+        for i in range(20):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.roll(img, i % 3, axis=0), format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    torch.manual_seed(0)
+    torch.save({"state_dict": StableSyncNet(tiny_config()).state_dict()}, tmp_path / "syncnet.pt")
+    cfg = tmp_path / "syncnet.yaml"
+    cfg.write_text(yaml.safe_dump({"model": dataclasses.asdict(tiny_config()),
+                                   "data": {"num_frames": 16, "resolution": 256, "latent_space": False}}))
+    rc = main(["eval-sync", "--video", str(video), "--audio", str(_wav(tmp_path / "a.wav", 0.8)),
+               "--syncnet", str(tmp_path / "syncnet.pt"), "--config", str(cfg), "--max-offset", "2",
+               "--json", str(tmp_path / "s.json")])
+    assert rc == 0, capsys.readouterr().err
+    assert "LSE-D" in capsys.readouterr().out
+    scores = json.loads((tmp_path / "s.json").read_text())
+    assert scores["windows"] == 5 and len(scores["distances"]) == 5 and -2 <= scores["offset_frames"] <= 2

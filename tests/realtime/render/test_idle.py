@@ -3,7 +3,6 @@ import pytest
 
 from realtime.render.idle import HEAD_ROT_DEG, HEAD_SHIFT, IdleMotion
 from realtime.render.mouth_warp import FaceRig, MouthParams
-from tests.realtime.render.conftest import lip_gap  # noqa: F401  (shared helper module)
 
 FPS = 25.0
 

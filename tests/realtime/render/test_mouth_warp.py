@@ -121,8 +121,8 @@ def test_warp_is_deterministic_and_neutral_is_identity_for_closed_mouth(rigged):
 
 
 def test_from_blendshapes_averages_left_right_and_clips():
-    p = MouthParams.from_blendshapes(
-        ["jawOpen", "mouthStretchLeft", "mouthStretchRight", "mouthClose", "browInnerUp"], np.array([1.4, 0.2, 0.4, 0.1, 1.0]))
+    names = ["jawOpen", "mouthStretchLeft", "mouthStretchRight", "mouthClose", "browInnerUp"]
+    p = MouthParams.from_blendshapes(names, np.array([1.4, 0.2, 0.4, 0.1, 1.0]))
     assert p.jawOpen == 1.0 and p.mouthStretch == pytest.approx(0.3) and p.mouthClose == pytest.approx(0.1)
 
 

@@ -39,7 +39,6 @@ FACE_OVAL = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365
              152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109]
 UPPER_LIP = UPPER_INNER[1:-1] + UPPER_OUTER[1:-1] + UPPER_MID
 LOWER_LIP = LOWER_INNER[1:-1] + LOWER_OUTER[1:-1] + LOWER_MID
-CORNERS = (61, 291, 78, 308, 62, 292, 76, 306, 96, 325, 77, 307)
 
 # Mode amplitudes in units of the mouth width W (corner to corner). A wide-open human mouth has an
 # inner-lip gap of about half its width; the chin drops a little less than the lower lip.

@@ -85,6 +85,18 @@ def test_wav2lip_mel():
     assert mel_window_start(16) == 51 and MEL_WINDOW == 52
 
 
+def test_wav2lip_mel_matches_librosa_golden(arctic_audio):
+    """Golden values from LatentSync's audio.melspectrogram with librosa 0.10.1 on arctic_a0007.wav
+    (computed once outside the project; our numpy version matched it to 1.5e-7 max abs)."""
+    mel = wav2lip_mel(arctic_audio).astype(np.float64)
+    assert mel.shape == (80, 321)
+    assert mel.sum() == pytest.approx(-46959.104, abs=0.05)
+    np.testing.assert_allclose(mel[::10, 100], [-0.82902, -1.39789, -0.18336, 0.61913, -0.66451, -0.90621,
+                                                -0.42856, -2.16619], atol=1e-4)
+    np.testing.assert_allclose(mel.mean(axis=0)[::40], [-2.78651, -1.33318, -1.49318, -1.02643, -1.24117,
+                                                        -0.49915, -2.588, -3.04305, -3.35012], atol=1e-4)
+
+
 def test_video_windows_layout():
     crops = np.zeros((18, 256, 256, 3), np.uint8)
     crops[:, 128:, :, 0] = np.arange(18)[:, None, None] * 10  # red of the lower half = 10 * frame

@@ -210,7 +210,7 @@ def _print(res) -> None:
     names = list(res["clips"])
     print(f"streaming audio encoder, {res['push_ms']} ms pushes, {res['machine']}, {res['date']}")
     print("clips: " + ", ".join(f"{n} ({d} s)" for n, d in res["clips"].items()))
-    head = f"{'setting':34} {'extra':>5} {'hop':>3} " + " ".join(f"{n[:10]:>10}" for n in names)
+    head = f"{'setting':34} {'extra':>5} {'hop':>3} " + " ".join(f"{n.replace('arctic_', '')[:10]:>10}" for n in names)
     print(head + f" {'min cos':>7} {'cpu %':>6} {'enc/step':>8} {'delay p50/p95 ms':>17} {'beyond LA p50/p95':>17}")
     for r in res["rows"]:
         cos = " ".join(f"{r['fidelity'][n][0]:>10.4f}" for n in names)

@@ -70,6 +70,15 @@ class Engine:
             self._renderers[lookahead] = self.renderer_factory(lookahead)
         return self._renderers[lookahead]
 
+    def warm_up(self, lookaheads: tuple[str, ...], fps: int) -> None:
+        """Loads every model now (seconds), so no session start ever loads one on the event loop."""
+        t = time.monotonic()
+        for la in lookaheads:
+            self.encoder_factory(la, fps)
+            r = self.renderer(la)
+            r.rest_frame(self.avatar, 0, r.new_state(0))
+        log.info("models loaded in %.1f s", time.monotonic() - t)
+
     def close(self) -> None:
         self.worker.close()
 
@@ -104,5 +113,7 @@ def build_engine(config: RealtimeConfig, avatar: Any = None) -> Engine:
         w = WINDOWS[lookahead]
         return StreamingAudioEncoder(shared["weights"], fps=fps, extra_lookahead_ms=0, block=(w.past, w.future))
 
-    return Engine(avatar=avatar, renderer_factory=renderer_factory, encoder_factory=encoder_factory,
-                  worker=InferenceWorker(threads=config.inference_threads))
+    engine = Engine(avatar=avatar, renderer_factory=renderer_factory, encoder_factory=encoder_factory,
+                    worker=InferenceWorker(threads=config.inference_threads))
+    engine.warm_up(("full", "low"), config.fps)
+    return engine

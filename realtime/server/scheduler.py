@@ -45,6 +45,7 @@ ARRIVAL_MARGIN_S = 0.005  # packets arriving this much earlier than the anchor s
 REANCHOR_S = 0.008  # re-anchoring is for clock drift (ppm): only a clear, lasting shift
 REANCHOR_SILENCE_S = 3.0  # input silent this long (and nothing pending): a shift is unnoticeable  # anchor drift that triggers a re-anchor (in silence only)
 MAX_ENCODE_BACKLOG_S = 1.0
+REST_STRIDE = 2  # rest (idle-motion) frames rendered for every 2nd avatar frame: 12.5 fps idle motion
 GATE_AFTER_S = 0.4  # silence fed to the encoder before it is gated (covers block past + hangover)
 GATE_CONTEXT_S = 0.2  # audio before a speech onset re-encoded on resume (the block's past steps)  # more audio than this waiting for the encoder: skip it (re-anchor)
 
@@ -110,6 +111,7 @@ class FrameScheduler:
         self.ready_arrival: dict[int, float] = {}
         self.rest: dict[int, np.ndarray] = {}  # slot -> rest frame
         self.last_frame: np.ndarray | None = None
+        self.last_kind = "rest"
         self.thinned: set[int] = set()  # input frames skipped on purpose at the top level (repeated)
         self._packets: list[tuple[int, float]] = []  # (end sample, arrival) of recent packets
         self.level = 0
@@ -377,8 +379,13 @@ class FrameScheduler:
             # Speaking: upcoming slots will be rendered; rest frames would be wasted work. The first
             # silent slots after speech fall back to repeating the (closing) last frame.
             return
-        want = [s for s in range(first, first + 8) if s not in self.rest and s not in self.ready]
-        if len(want) < 4:
+        # Idle motion (head sway, blinks) is slow: it is rendered for every REST_STRIDE-th avatar
+        # frame (the same ones in every session, so the shared cache serves all of them) and held
+        # in between. Halves the cost of silence, which otherwise dominates a listening session.
+        stride = REST_STRIDE * (2 if self.level >= 2 else 1)
+        want = [s for s in range(first, first + 8)
+                if self.avatar_index(s) % stride == 0 and s not in self.rest and s not in self.ready]
+        if len(want) < 2:
             return
         try:
             frames = await self.worker.run(
@@ -422,8 +429,11 @@ class FrameScheduler:
         if kind == "rest":
             frame = self.rest.pop(slot, None)
             if frame is None:
-                frame = self.last_frame if self.last_frame is not None else self.avatar.frame(self.avatar_index(slot))
-                self.metrics.frames_repeated.inc()
+                if self.last_kind == "rest" and self.last_frame is not None:
+                    frame = self.last_frame  # idle motion held between strided rest frames
+                else:
+                    frame = self.last_frame if self.last_frame is not None else self.avatar.frame(self.avatar_index(slot))
+                    self.metrics.frames_repeated.inc()
             self.metrics.frames_rest.inc()
         elif kind in ("late", "repeat"):
             frame = self.last_frame if self.last_frame is not None else self.rest.pop(slot, None)
@@ -431,6 +441,7 @@ class FrameScheduler:
                 frame = self.avatar.frame(self.avatar_index(slot))
             self.metrics.frames_repeated.inc()
         self.counts[kind] += 1
+        self.last_kind = kind
         self.history.append((now, slot, kind))
         self.metrics.frames_sent.inc()
         self.last_frame = frame

@@ -34,6 +34,7 @@ def register(sub) -> None:
     p.add_argument("--out", metavar="OUT.mp4", help="keep the rendered video here (default: a temp file)")
     p.add_argument("--pad-silence", type=float, default=0.0, metavar="S",
                    help="add S seconds of the clip's own room tone before and after it (longer real silences)")
+    p.add_argument("--seed", type=int, default=0, help="render seed (photos: blink times and head sway)")
     p.add_argument("--closed-reading", type=float, help="the avatar's closed-mouth gap reading (default: measured)")
     p.add_argument("--guard", type=int, default=2, help="frames next to speech not counted as silent (default 2)")
     p.add_argument("--json", metavar="FILE", help="also write the report (and per-frame series) as JSON")
@@ -58,7 +59,7 @@ def _render(args, out_path: str) -> float:
     if args.oracle:
         _render_oracle(renderer, avatar, args, out_path)
     else:
-        render_file(renderer, avatar, args.samples, out_path, progress=False)
+        render_file(renderer, avatar, args.samples, out_path, progress=False, seed=args.seed)
     # The closed reading goes through the same encoder: H.264 itself shifts FaceMesh's reading a little.
     rest_path = out_path + ".rest.mp4"
     state = renderer.new_state(0)
@@ -77,7 +78,7 @@ def _render_oracle(renderer, avatar, args, out_path: str) -> None:
     samples = args.samples
     n = num_video_frames(len(samples), 25.0)
     opening, _ = implied_opening(align_phones(samples, args.transcript or transcribe(samples)), n, 25.0)
-    state = renderer.new_state(0)
+    state = renderer.new_state(args.seed)
     with VideoWriter(out_path, 25.0, audio=samples) as w:
         for i in range(n):
             w.write(renderer.render_params(avatar, i, MouthParams(jawOpen=0.6 * float(opening[i])), state))

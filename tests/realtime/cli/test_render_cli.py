@@ -69,16 +69,21 @@ def test_render_image_fresh_install_form(tmp_path):
 
 
 def test_unet_without_vae_says_what_is_missing(tmp_path, capsys):
-    rc = main(["render", "--image", "face.png", "--audio", "a.wav", "--out", str(tmp_path / "o.mp4"),
-               "--unet", str(tmp_path / "latentsync_unet.pt")])
+    rc = main(["render", "--image", "face.png", "--audio", str(_wav(tmp_path / "a.wav", 0.1)), "--out",
+               str(tmp_path / "o.mp4"), "--unet", str(tmp_path / "latentsync_unet.pt")])
     err = capsys.readouterr().err
     assert rc == 2 and "--vae" in err and "latentsync_unet.pt" in err and len(err.strip().splitlines()) == 1
 
 
 def test_missing_vae_dir_is_named(tmp_path, capsys):
-    rc = main(["render", "--image", "face.png", "--audio", "a.wav", "--out", str(tmp_path / "o.mp4"),
-               "--unet", "u.pt", "--vae", str(tmp_path / "sd-vae-ft-mse")])
+    rc = main(["render", "--image", "face.png", "--audio", str(_wav(tmp_path / "a.wav", 0.1)), "--out",
+               str(tmp_path / "o.mp4"), "--unet", "u.pt", "--vae", str(tmp_path / "sd-vae-ft-mse")])
     assert rc == 2 and "sd-vae-ft-mse" in capsys.readouterr().err
+
+
+def test_missing_audio_fails_first(tmp_path, capsys):
+    rc = main(["render", "--image", "face.png", "--audio", str(tmp_path / "speech.wav"), "--out", "o.mp4"])
+    assert rc == 2 and "speech.wav" in capsys.readouterr().err
 
 
 def test_bad_chunk(tmp_path, capsys):

@@ -165,8 +165,10 @@ class StreamingWeights:
                 x, (k, v) = block_forward(b, x)
                 ks.append(k[0])
                 vs.append(v[0])
-            self.pad_k = torch.stack(ks).to(dtype)  # (n_layer, n_ctx, C)
-            self.pad_v = torch.stack(vs).to(dtype)
+            # Attention stays fp32: at a few queries against ~700 keys CPU SDPA is ~20 % faster in
+            # fp32 than in bf16 (and the softmax over the padding is more exact).
+            self.pad_k = torch.stack(ks).float()  # (n_layer, n_ctx, C)
+            self.pad_v = torch.stack(vs).float()
 
 
 class StreamingAudioEncoder:
@@ -361,8 +363,8 @@ class StreamingAudioEncoder:
             self.cache_v[li, lo:local_end] = v
             keys = self.cache_k[li, ctx_lo:fut_hi].view(1, L, H, C // H).transpose(1, 2)
             vals = self.cache_v[li, ctx_lo:fut_hi].view(1, L, H, C // H).transpose(1, 2)
-            a = F.scaled_dot_product_attention(q.reshape(1, N, H, C // H).transpose(1, 2), keys, vals)  # (1, H, N, D)
-            x = x + p.out(a.transpose(1, 2).reshape(N, C))
+            a = F.scaled_dot_product_attention(q.float().reshape(1, N, H, C // H).transpose(1, 2), keys, vals)  # (1, H, N, D)
+            x = x + p.out(a.transpose(1, 2).reshape(N, C).to(x.dtype))
             x = x + p.mlp2(p.mlp1(F.layer_norm(x, (C,), *p.ln2, p.eps)))
             taps[:, li + 1] = x
         self._store_taps(self.start, taps)

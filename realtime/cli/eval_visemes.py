@@ -13,6 +13,7 @@ def register(sub) -> None:
                    help="comma list of feature kinds for real speech: streaming, offline, causal")
     p.add_argument("--no-espeak", action="store_true", help="skip the held-out espeak voices (slow without a cache)")
     p.add_argument("--cache-dir", type=Path, default=None)
+    p.add_argument("--speed", action="store_true", help="only measure per-frame prediction time (one thread)")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     p.set_defaults(func=run)
 
@@ -20,9 +21,15 @@ def register(sub) -> None:
 def run(args) -> int:
     import json
 
-    from realtime.visemes.evaluate import evaluate_checkpoint
+    from realtime.visemes.evaluate import evaluate_checkpoint, measure_speed
 
     kinds = ["full", "low"] if args.kind == "both" else [args.kind]
+    if args.speed:
+        speed = {k: measure_speed(k, args.weights_dir / f"visemes_{k}.pt" if args.weights_dir else None) for k in kinds}
+        print(json.dumps(speed, indent=2))
+        if args.json:
+            args.json.write_text(json.dumps(speed, indent=2))
+        return 0
     feats = tuple(f.strip() for f in args.features.split(",") if f.strip())
     report = {}
     for kind in kinds:

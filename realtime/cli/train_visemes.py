@@ -22,14 +22,18 @@ def run(args) -> int:
     import json
     import time
 
-    from realtime.config import load_config
+    from realtime.cli import CLIError
+    from realtime.config import ConfigError, load_config
     from realtime.errors import SyncVidError
     from realtime.visemes import espeak
     from realtime.visemes.train import VisemeTrainingConfig, run_training
 
     if not espeak.available():
         raise SyncVidError("libespeak-ng.so.1 is not installed; install Debian's espeak-ng package to train visemes")
-    cfg = load_config(VisemeTrainingConfig, args.config)
+    try:
+        cfg = load_config(VisemeTrainingConfig, args.config)
+    except ConfigError as e:
+        raise CLIError(str(e)) from None
     if args.minutes is not None:
         cfg.data.minutes = float(args.minutes)
     if args.seed is not None:

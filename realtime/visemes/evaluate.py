@@ -152,3 +152,29 @@ def evaluate_checkpoint(kind: str, path: Path | None = None, features: tuple[str
         else:
             log.warning("libespeak-ng missing: held-out espeak voices not evaluated")
     return out
+
+
+def measure_speed(kind: str, path: Path | None = None, frames: int = 300, seed: int = 0) -> dict:
+    """Per-frame latency of ``VisemePredictor.predict`` on one thread: frame-by-frame calls (as the
+    server makes them) and one batched call; medians over ``frames`` calls after a warm-up."""
+    import time
+
+    import torch
+
+    from realtime.visemes.runtime import VisemePredictor
+
+    torch.set_num_threads(1)
+    p = VisemePredictor.load(kind, path)
+    x = np.random.default_rng(seed).standard_normal((frames, p.rows, 384)).astype(np.float32)
+    for i in range(20):
+        p.predict(x[i : i + 1])
+    times = []
+    for i in range(frames):
+        t = time.perf_counter()
+        p.predict(x[i : i + 1])
+        times.append(time.perf_counter() - t)
+    t = time.perf_counter()
+    p.predict(x)
+    batched = (time.perf_counter() - t) / frames
+    return {"per_frame_median_ms": float(np.median(times) * 1e3), "per_frame_p90_ms": float(np.percentile(times, 90) * 1e3),
+            "batched_ms_per_frame": batched * 1e3}

@@ -10,9 +10,9 @@ from realtime.visemes.runtime import VisemePredictor, is_closed, weights_path
 from realtime.visemes.windows import FULL, LOW
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
-# Measured on arctic_a0007 with streaming features (docs/visemes.md); asserted with a margin.
-MIN_ACCURACY = {"full": 0.53, "low": 0.44}
-MIN_SIL_CLOSED = {"full": 0.9, "low": 0.9}
+# Measured on arctic_a0007 (docs/visemes.md); asserted with a margin.
+MIN_ACCURACY = {"full": 0.60, "low": 0.44}  # measured 0.69 (offline features), 0.52 (streaming)
+MIN_SIL_CLOSED = {"full": 0.9, "low": 0.9}  # measured 1.0 and 1.0
 
 
 @pytest.fixture(scope="module")
@@ -79,4 +79,5 @@ def test_real_speech_arctic_a0007(whisper, kind):
     m = frame_metrics(np.log(out["probs"][:n]), out["blendshapes"][:n], labels[:n], jaw[:n])
     assert m["accuracy"] >= MIN_ACCURACY[kind]
     assert m["closed_recall_sil"] >= MIN_SIL_CLOSED[kind]
+    assert m["jaw_corr"] >= 0.5  # measured 0.62 (full) and 0.61 (low)
     assert labels[:n].tolist().count(SIL) > 20 and (labels[:n] == PP).sum() >= 3

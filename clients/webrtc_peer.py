@@ -80,12 +80,24 @@ class QueuedAudioTrack(MediaStreamTrack):
         return frame
 
 
+def _luma(frame: av.VideoFrame) -> np.ndarray:
+    if frame.format.name not in ("yuv420p", "yuvj420p", "nv12"):
+        return frame.to_ndarray(format="gray")
+    plane = frame.planes[0]
+    y = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
+    return y[:, : frame.width]
+
+
 class WebRTCPeer:
     def __init__(self, url: str, options: dict | None = None,
                  on_video: Callable[[float, np.ndarray], None] | None = None,
-                 on_audio: Callable[[float, np.ndarray], None] | None = None, keep_video: bool = True) -> None:
+                 on_audio: Callable[[float, np.ndarray], None] | None = None, keep_video: bool = True,
+                 video_format: str = "rgb24") -> None:
         self.url, self.options = url, options or {}
         self.on_video, self.on_audio, self.keep_video = on_video, on_audio, keep_video
+        # "luma": hand over the decoded Y plane (H, W) uint8 without any colour conversion, so a
+        # measuring client keeps up with 25 fps on a busy CPU (a backlog would skew its timings)
+        self.video_format = video_format
         self.audio_out = QueuedAudioTrack()
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.video: list[tuple[float, np.ndarray]] = []
@@ -135,7 +147,7 @@ class WebRTCPeer:
             if track.kind == "video":
                 self.video_times.append(t)
                 if self.on_video or self.keep_video:
-                    img = frame.to_ndarray(format="rgb24")
+                    img = _luma(frame) if self.video_format == "luma" else frame.to_ndarray(format="rgb24")
                     if self.keep_video:
                         self.video.append((t, img))
                     if self.on_video:

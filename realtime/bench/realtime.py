@@ -124,7 +124,8 @@ class Probe:
         self.audio: list[tuple[float, float]] = []
 
     def on_video(self, t: float, img: np.ndarray) -> None:
-        self.video.append((t, img[self.box].astype(np.float32).mean(-1)[::2, ::2]))
+        m = img[self.box].astype(np.float32)  # luma (H, W) from the peer's fast path
+        self.video.append((t, (m.mean(-1) if m.ndim == 3 else m)[::2, ::2]))
 
     def on_audio(self, t: float, x: np.ndarray) -> None:
         self.audio.append((t, float(np.sqrt(np.mean((x / 32768.0) ** 2)))))
@@ -155,7 +156,8 @@ async def probe_server(url: str, box, seconds: float, bursts: list[np.ndarray], 
     from clients.webrtc_peer import WebRTCPeer
 
     probe = Probe(box)
-    peer = WebRTCPeer(url, options=options, on_video=probe.on_video, on_audio=probe.on_audio, keep_video=False)
+    peer = WebRTCPeer(url, options=options, on_video=probe.on_video, on_audio=probe.on_audio, keep_video=False,
+                      video_format="luma")
     await peer.connect()
     await peer.wait_connected()
     t_start = time.monotonic()

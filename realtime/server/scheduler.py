@@ -41,7 +41,7 @@ ANCHOR_PACKETS = 250  # 5 s of packets for the arrival-time anchor
 ANCHOR_PERCENTILE = 5
 PACKET_S = 0.020  # WebRTC audio packetisation
 RECEPTIVE_FIELD_S = 0.0125  # log-mel window + encoder convolutions past the last step (visemes.windows)
-ARRIVAL_MARGIN_S = 0.005  # packets arriving this much earlier than the anchor still meet the budget
+ARRIVAL_MARGIN_S = 0.008  # packets arriving this much earlier than the anchor still meet the budget
 REANCHOR_S = 0.008  # re-anchoring is for clock drift (ppm): only a clear, lasting shift
 REANCHOR_SILENCE_S = 3.0  # input silent this long (and nothing pending): a shift is unnoticeable  # anchor drift that triggers a re-anchor (in silence only)
 MAX_ENCODE_BACKLOG_S = 1.0
@@ -317,6 +317,10 @@ class FrameScheduler:
                 break
             if len(self.ready) + len(chunk) >= self.max_frames_ahead:
                 break
+            # a chunk's frames all wait for the whole chunk: grow it only while its first frame
+            # still makes its deadline (smaller chunks when time is short)
+            if chunk and self.slot_time(chunk[0] + self.K) < now + self.render_s_per_frame * (len(chunk) + 1.5):
+                break
             chunk.append(i)
             if len(chunk) >= self._chunk_limit():
                 break
@@ -382,10 +386,11 @@ class FrameScheduler:
         # Idle motion (head sway, blinks) is slow: it is rendered for every REST_STRIDE-th avatar
         # frame (the same ones in every session, so the shared cache serves all of them) and held
         # in between. Halves the cost of silence, which otherwise dominates a listening session.
+        # One frame per job: a long rest job would hold the worker when speech starts.
         stride = REST_STRIDE * (2 if self.level >= 2 else 1)
-        want = [s for s in range(first, first + 8)
-                if self.avatar_index(s) % stride == 0 and s not in self.rest and s not in self.ready]
-        if len(want) < 2:
+        want = [s for s in range(first + 1, first + 1 + 3 * stride)
+                if self.avatar_index(s) % stride == 0 and s not in self.rest and s not in self.ready][:1]
+        if not want:
             return
         try:
             frames = await self.worker.run(

@@ -1,0 +1,209 @@
+"""Input side of a session's frame scheduler: packet arrivals -> the timeline anchor, 16 kHz audio
+-> (silence-gated) streaming encoder -> per-frame blocks. ``FrameScheduler`` (scheduler.py) mixes
+this in; the timeline itself is described there and in docs/server.md."""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from realtime.server.media import ENCODER_RATE
+from realtime.server.worker import WorkerBusy, WorkerClosed
+
+log = logging.getLogger(__name__)
+
+HANGOVER = 2  # silent frames still rendered after speech so the mouth closes smoothly
+ANCHOR_FIRST_PACKETS = 10  # 200 ms of audio before the timeline is fixed (it is re-fixed in silence)
+ANCHOR_PACKETS = 250  # 5 s of packets for the arrival-time anchor
+ANCHOR_PERCENTILE = 5
+PACKET_S = 0.020  # WebRTC audio packetisation
+RECEPTIVE_FIELD_S = 0.0125  # log-mel window + encoder convolutions past the last step (visemes.windows)
+ARRIVAL_MARGIN_S = 0.008  # packets arriving this much earlier than the anchor still meet the budget
+REANCHOR_S = 0.008  # re-anchoring is for clock drift (ppm): only a clear, lasting shift
+REANCHOR_SILENCE_S = 3.0  # input silent this long (and nothing pending): a shift is unnoticeable
+MAX_ENCODE_BACKLOG_S = 1.0  # more audio than this waiting for the encoder: skip ahead
+REST_STRIDE = 2  # rest (idle-motion) frames rendered for every 2nd avatar frame: 12.5 fps idle motion
+GATE_AFTER_S = 0.4  # silence fed to the encoder before it is gated (covers block past + hangover)
+GATE_CONTEXT_S = 0.2  # audio before a speech onset re-encoded on resume (the block's past steps)
+
+@dataclass
+class Block:
+    block: np.ndarray
+    silent: bool
+    arrival: float  # arrival time of the packet holding the sample this frame shows
+
+
+def split_encoder_output(item) -> tuple[int, np.ndarray]:
+    """``(index, block)`` tuples (test stand-ins) or ``FrameFeatures`` (index, features tensor)."""
+    if isinstance(item, tuple):
+        idx, block = item
+    else:
+        idx, block = item.index, getattr(item, "features", None)
+        block = item.block if block is None else block
+    if hasattr(block, "detach"):
+        block = block.detach().cpu().numpy()
+    return int(idx), np.asarray(block, dtype=np.float32)
+
+
+
+class InputStage:
+    """Mixin: needs the attributes FrameScheduler.__init__ sets."""
+
+    # ---- input -------------------------------------------------------------------------------
+    def on_packet(self, end16: int, arrival: float) -> None:
+        last = self.ring16.read(end16 - 320, 320)
+        if float(np.sqrt(np.mean(np.square(last, dtype=np.float64)))) >= self.silence_rms:
+            self._last_loud_arrival = arrival
+        self._packets.append((end16, arrival))
+        if len(self._packets) > ANCHOR_PACKETS + 50:
+            del self._packets[:50]
+        # When input time 0 "arrived": a packet's last sample arrives with it, so a low percentile
+        # of (arrival - end) over recent packets is a jitter-robust estimate (the minimum alone
+        # swings by 10+ ms on a loaded CPU).
+        offs = np.fromiter((a - e / ENCODER_RATE for e, a in self._packets[-ANCHOR_PACKETS:]), float)
+        a0 = float(np.percentile(offs, ANCHOR_PERCENTILE)) if len(offs) >= 20 else float(offs.min())
+        if self.phi is None:
+            if len(self._packets) >= ANCHOR_FIRST_PACKETS:  # a few packets first: the min needs samples
+                self._set_anchor(a0)
+        elif (abs(a0 - self.a0) > REANCHOR_S and arrival - self._last_loud_arrival > REANCHOR_SILENCE_S
+              and arrival - self._last_speech_t > REANCHOR_SILENCE_S and not self.ready):
+            # Only in silence (nothing pending, the last speech long enough ago to have left): the
+            # shift is invisible and inaudible, and keeps a long session on the sender's clock.
+            self.counts["reanchor"] += 1
+            self._set_anchor(a0)
+        self._audio_wake.set()
+
+    def _set_anchor(self, a0: float) -> None:
+        """Fixes the timeline. Latency is measured from the arrival of the packet holding a frame's
+        content, so content sits just after a packet boundary (phase ``content_phase``), placed so
+        that the frame's whole look-ahead ends just before a later packet boundary: the frame can be
+        computed one packet earlier than with an arbitrary phase (45 ms for encoder + renderer at
+        the default budget instead of 12..45 ms). The video slot grid is shifted by ``video_offset_s``
+        (< 20 ms) to make both hold exactly; the audio output follows the same shift."""
+        t0 = self.clock.start()
+        first = self.phi is None
+        self.a0 = a0
+        target = self.budget_s - ARRIVAL_MARGIN_S  # packet arrival -> frame departure
+        pkt = PACKET_S
+        if abs(self.period / pkt - round(self.period / pkt)) < 1e-9:
+            boundary = (self._packets[-1][0] % (ENCODER_RATE * pkt)) / ENCODER_RATE if self._packets else 0.0
+            x = t0 - a0 - target - pkt  # phi - offset - phase
+            self.video_offset_s = (boundary - x) % pkt
+            self.phi = x + self.video_offset_s + self.content_phase
+        else:  # frame period not a whole number of packets: no alignment
+            self.video_offset_s = 0.0
+            self.phi = t0 - a0 - target
+        k = -math.floor(self.phi * self.fps)
+        self.K, self.e0 = k, self.phi + k / self.fps
+        if first:
+            self.enc_pos = round(self.e0 * ENCODER_RATE)
+        else:  # restart the encoder on the new grid after the audio it already has
+            self.blocks.clear()
+            self.interrupt_encoder_only(max(self.enc_pos, self.ring16.end))
+            self.rendered_upto = self.enc_base - 1
+
+    def _arrival_of(self, sample: int) -> float:
+        i = bisect.bisect_right([p[0] for p in self._packets], sample)
+        return self._packets[min(i, len(self._packets) - 1)][1] if self._packets else time.monotonic()
+
+    def avatar_index(self, slot: int) -> int:
+        if self.epoch is None or self.clock.t0 is None:
+            return slot
+        return slot + round((self.clock.t0 + self.video_offset_s - self.epoch) * self.fps)
+
+    def slot_time(self, slot: int) -> float:
+        return (self.clock.t0 or 0.0) + self.video_offset_s + slot * self.period
+
+
+    # ---- encoder loop ------------------------------------------------------------------------
+    async def encode_loop(self) -> None:
+        min_push = ENCODER_RATE // 50  # 20 ms
+        while True:
+            await self._audio_wake.wait()
+            self._audio_wake.clear()
+            end = self.ring16.end
+            if self.phi is None or end - self.enc_pos < min_push:  # no timeline yet: nothing to place
+                continue
+            if end - self.enc_pos > MAX_ENCODE_BACKLOG_S * ENCODER_RATE:  # worker too slow: skip ahead
+                log.warning("encoder backlog %.2f s: skipping audio", (end - self.enc_pos) / ENCODER_RATE)
+                self.counts["encode_skips"] += 1
+                self.interrupt_encoder_only(end)
+            if not self._gate(end):
+                continue
+            start, gen, reset = self.enc_pos, self.gen, self.need_reset
+            samples = self.ring16.read(start, end - start)
+            self.enc_pos, self.need_reset = end, False
+            try:
+                out = await self.worker.run(lambda: self._encode(samples, reset), kind="encode")
+            except (WorkerBusy, WorkerClosed):
+                continue
+            if gen != self.gen:
+                continue
+            for item in out:
+                j, block = split_encoder_output(item)
+                self._add_block(self.enc_base + j, block)
+            self._render_wake.set()
+
+    def _gate(self, end: int) -> bool:
+        """Silence gating: after GATE_AFTER_S of silence the encoder is not fed (its frames are rest
+        frames anyway); on the first loud 20 ms it restarts on the frame grid GATE_CONTEXT_S before
+        it, so the first speech frames still have left context. Returns whether to encode now."""
+        seg = self.ring16.read(self.enc_pos, end - self.enc_pos)
+        n = len(seg) // 320 * 320
+        sub = np.sqrt(np.mean(np.square(seg[:n].reshape(-1, 320), dtype=np.float64), axis=1)) if n else np.zeros(0)
+        loud = np.nonzero(sub >= self.silence_rms)[0]
+        if not self.gated:
+            self._quiet_s = 0.0 if len(loud) else self._quiet_s + len(seg) / ENCODER_RATE
+            if self._quiet_s >= GATE_AFTER_S:
+                self.gated = True
+                self.counts["gated"] += 1
+            return True
+        if not len(loud):
+            self.enc_pos = end  # silence while gated: nothing to encode
+            return False
+        onset = self.enc_pos + int(loud[0]) * 320
+        i = math.floor(((onset / ENCODER_RATE - GATE_CONTEXT_S) - self.e0) * self.fps)
+        self.enc_base = max(i, self.rendered_upto + 1)
+        self.enc_pos = round((self.e0 + self.enc_base * self.period) * ENCODER_RATE)
+        self.need_reset, self.gated, self._quiet_s = True, False, 0.0
+        return True
+
+    def interrupt_encoder_only(self, end: int) -> None:
+        i = math.ceil((end / ENCODER_RATE - self.e0) * self.fps)
+        self.enc_base, self.enc_pos = i, round((self.e0 + i * self.period) * ENCODER_RATE)
+        self.need_reset = True
+
+    def _encode(self, samples: np.ndarray, reset: bool) -> list:
+        t = time.perf_counter()
+        if reset:
+            self.encoder.reset()
+        out = self.encoder.push(samples)
+        self.metrics.encode_time.observe(time.perf_counter() - t)
+        return out
+
+    def _add_block(self, i: int, block: np.ndarray) -> None:
+        center = round((self.e0 + i * self.period) * ENCODER_RATE)
+        lo = center - int(0.04 * ENCODER_RATE)
+        window = self.ring16.read(lo, int((0.04 + self.lookahead_s) * ENCODER_RATE))
+        rms = float(np.sqrt(np.mean(np.square(window, dtype=np.float64)))) if len(window) else 0.0
+        silent = rms < self.silence_rms
+        if not silent:
+            self.last_speech_i = i
+            self._last_speech_t = time.monotonic()
+        # a short hangover keeps rendering just after speech so the renderer can close the mouth
+        skip = silent and i - self.last_speech_i > HANGOVER
+        self.blocks[i] = Block(block, skip, self._arrival_of(center))
+        if len(self.blocks) > 4 * self.max_frames_ahead:  # bounded even if nothing consumes them
+            for k in sorted(self.blocks)[: len(self.blocks) - 4 * self.max_frames_ahead]:
+                del self.blocks[k]
+
+    def _input_loud(self, i: int) -> bool:
+        """Whether input frame ``i``'s own +-40 ms of audio (if it has arrived) is speech."""
+        center = round((self.e0 + i * self.period) * ENCODER_RATE)
+        w = self.ring16.read(center - 640, 1280)
+        return float(np.sqrt(np.mean(np.square(w, dtype=np.float64)))) >= self.silence_rms

@@ -45,6 +45,7 @@ def add_arguments(p) -> None:
     p.add_argument("--skip-echo", action="store_true", help="no transport-floor probe (e.g. for the long drift run)")
     p.add_argument("--audio", default=str(FIXTURE), help="speech WAV the probe speaks (bursts cut from it)")
     p.add_argument("--json", default=None, help="also write the results as JSON to this file")
+    p.add_argument("--server-config", default=None, help="YAML config for the server under test")
 
 
 # ---- helpers --------------------------------------------------------------------------------------
@@ -247,6 +248,8 @@ async def run_async(args) -> dict:
             cmd = ["-c", "import sys; from realtime.cli import main; sys.exit(main())", "serve", "--port", str(port), "--max-sessions", str(args.max_sessions + 1)]
             if mode == "low":
                 cmd.append("--low-latency")
+            if args.server_config:
+                cmd += ["--config", args.server_config]
             server = start_process(cmd, port, "/healthz")
             try:
                 # a throwaway session warms the models up (first inference is slow)

@@ -34,7 +34,7 @@ class RealtimeConfig:
     renderer: str = "embedded"  # embedded | diffusion
     lookahead: str = "full"  # full (120 ms of future audio) | low (<= 40 ms)
     avatar_dir: str | None = None  # None: the default avatar that ships with the install
-    inference_threads: int = 1  # 2 measured worse on 2 loaded cores (GIL + oversubscription)
+    inference_threads: int = 2  # 2 sessions on 2 cores (1 thread: 1); worse only when the CPU is oversubscribed
     max_chunk: int = 4  # frames per renderer call at most (smaller when late)
     silence_dbfs: float = -45.0
     video_codec: str = "h264"  # h264 | vp8: preferred outgoing codec (the client's others are fallbacks)

@@ -2,8 +2,8 @@
 
 Sessions submit small jobs (encode pushed audio, render a chunk, prepare rest frames) with a
 deadline into one queue, served earliest deadline first by the worker's thread(s) (``threads``,
-default 1: on a loaded 2-core machine a second thread measured worse, GIL contention with the
-event loop and oversubscription). So
+the server uses 2: torch and OpenCV release the GIL; measured 2 sessions instead of 1 on 2 cores,
+though worse when other jobs oversubscribe the CPU). So
 the chunks of all sessions are scheduled together and a late session cannot starve one whose frame
 is due sooner (the renderer interface renders one session's chunk per call; no tensor-level
 batching yet). A session has at most one encode and one render job in flight. Models live in the renderer/encoders given to sessions and are

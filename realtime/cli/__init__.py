@@ -32,18 +32,25 @@ class CLIError(SyncVidError):
     """A user-caused problem: printed as one line, exit status 2."""
 
 
+def optional_module(name: str):
+    """Imports ``name``, or returns None when that module itself does not exist (a missing
+    dependency inside it still raises)."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        if e.name == name:
+            return None
+        raise
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="syncvid", description="Sync_ai_vid real-time lip-sync engine")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:
-        try:
-            mod = importlib.import_module(f"realtime.cli.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"realtime.cli.{name}":
-                continue
-            raise
-        mod.register(sub)
+        mod = optional_module(f"realtime.cli.{name}")
+        if mod is not None:
+            mod.register(sub)
     return parser
 
 

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-import importlib
+from realtime.cli import optional_module
 
 BENCHMARKS = {
     "audio": "streaming audio encoder: compute per stream, emission delay, memory",
@@ -18,12 +18,9 @@ def register(sub) -> None:
     p = sub.add_parser("bench", help="run a benchmark")
     bsub = p.add_subparsers(dest="bench", metavar="NAME")
     for name, help_ in BENCHMARKS.items():
-        try:
-            mod = importlib.import_module(f"realtime.bench.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"realtime.bench.{name}":
-                continue
-            raise
+        mod = optional_module(f"realtime.bench.{name}")
+        if mod is None:
+            continue
         bp = bsub.add_parser(name, help=help_)
         mod.add_arguments(bp)
         bp.set_defaults(func=mod.run)

@@ -38,6 +38,7 @@ class RealtimeConfig:
     max_chunk: int = 4  # frames per renderer call at most (smaller when late)
     silence_dbfs: float = -45.0
     video_codec: str = "h264"  # h264 | vp8: preferred outgoing codec (the client's others are fallbacks)
+    video_preset: str = "ultrafast"  # libx264 preset of the outgoing H.264 (aiortc's default, medium: ~14 ms/frame)
     audio_extra_delay_ms: float = 0.0  # added to the outgoing audio's delay (receiver-side A/V trim)
     client_dir: str | None = None  # None: clients/web of the install (the browser page)  # below this level a frame's audio window is silence -> rest frame
     ice_servers: list[str] = field(default_factory=list)  # e.g. ["stun:stun.l.google.com:19302"]
@@ -50,6 +51,9 @@ class RealtimeConfig:
             raise ConfigError(f"lookahead must be 'full' or 'low', got {self.lookahead!r}")
         if self.video_codec not in ("h264", "vp8"):
             raise ConfigError(f"video_codec must be 'h264' or 'vp8', got {self.video_codec!r}")
+        presets = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium")
+        if self.video_preset not in presets:
+            raise ConfigError(f"video_preset must be one of {', '.join(presets)}, got {self.video_preset!r}")
         if not 1 <= self.fps <= 60:
             raise ConfigError(f"fps must be 1..60, got {self.fps}")
         if not 1 <= self.max_chunk <= 16:

@@ -20,6 +20,7 @@ from realtime.server.engine import LOOKAHEAD_S, Engine
 from realtime.server.media import AudioInput, AudioOutputTrack, MediaClock, VideoOutputTrack
 from realtime.server.metrics import ServerMetrics
 from realtime.server.scheduler import FrameScheduler
+from realtime.server.video_encoder import install_h264_encoder
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,7 @@ class WebRTCSession:
         except Exception as e:  # aiortc raises ValueError and friends on malformed SDP
             raise SessionError(f"the offer's SDP could not be used ({e}); send a browser/aiortc offer") from None
         await pc.setLocalDescription(await pc.createAnswer())
+        install_h264_encoder(pc, video_sender, self.config.video_preset)
         self._spawn(self.scheduler.encode_loop(), "encode")
         self._spawn(self.scheduler.render_loop(), "render")
         self._spawn(self._ice_watchdog(), "ice-watchdog")

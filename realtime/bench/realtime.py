@@ -241,7 +241,9 @@ async def run_async(args) -> dict:
     results: dict = {"machine": "AMD EPYC, 2 cores, no GPU (other jobs running concurrently)",
                      "duration_s": args.duration, "modes": {}}
     echo_port = free_port()
-    echo = start_process(["-m", "realtime.bench.echo_server", "--port", str(echo_port)], echo_port, None)
+    # not started at all with --skip-echo: an idle WebRTC server is CPU the capacity probe needs
+    echo = (None if args.skip_echo else
+            start_process(["-m", "realtime.bench.echo_server", "--port", str(echo_port)], echo_port, None))
     try:
         for mode in [m for m in args.modes.split(",") if m]:
             port = free_port()
@@ -286,7 +288,8 @@ async def run_async(args) -> dict:
             finally:
                 stop_process(server)
     finally:
-        stop_process(echo)
+        if echo is not None:
+            stop_process(echo)
     return results
 
 

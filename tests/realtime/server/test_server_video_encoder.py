@@ -57,3 +57,28 @@ def test_video_preset_is_validated():
     assert RealtimeConfig().video_preset == "ultrafast"
     with pytest.raises(ConfigError, match="video_preset"):
         RealtimeConfig(video_preset="placebo")
+
+
+async def test_install_on_negotiated_h264_sender():
+    from aiortc import RTCPeerConnection, RTCRtpSender, VideoStreamTrack
+
+    from realtime.server.video_encoder import install_h264_encoder
+
+    results = {}
+    for mime in ("video/H264", "video/VP8"):
+        client, server = RTCPeerConnection(), RTCPeerConnection()
+        try:
+            client.addTransceiver("video", direction="recvonly")
+            await client.setLocalDescription(await client.createOffer())
+            sender = server.addTrack(VideoStreamTrack())
+            caps = RTCRtpSender.getCapabilities("video").codecs
+            server.getTransceivers()[0].setCodecPreferences([c for c in caps if c.mimeType == mime])
+            await server.setRemoteDescription(client.localDescription)
+            await server.setLocalDescription(await server.createAnswer())
+            results[mime] = (install_h264_encoder(server, sender, "ultrafast"),
+                             type(getattr(sender, "_RTCRtpSender__encoder")).__name__)
+        finally:
+            await client.close()
+            await server.close()
+    assert results["video/H264"] == (True, "_TunedH264Encoder")
+    assert results["video/VP8"] == (False, "NoneType")

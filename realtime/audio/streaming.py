@@ -45,6 +45,12 @@ STEP_MS = 1000 // STEPS_PER_SECOND  # 20 ms per encoder step
 # Steps re-encoded behind the newest one (plus the extra look-ahead): 8 measured best per cost
 # (4: -0.02 mean cosine, 16: +0.001 for 1.6x the steps per call).
 DEFAULT_SETTLE_STEPS = 8
+# Keys attended per call: settled context + unsettled + virtual future. Attention over ~700 fp32
+# keys was ~30 % of a call and reading them evicts the weights; 300 + 100 (6 s + 2 s) instead of
+# 500 + 200 cut the whole stream's CPU ~13 % for -0.004 mean cosine on short clips and -0.009 on
+# the 35 s clip (measured 2026-11-23, docs/audio_streaming.md).
+DEFAULT_VIRTUAL_FUTURE_STEPS = 100
+DEFAULT_MAX_CONTEXT_STEPS = 300
 
 
 @dataclass(frozen=True)
@@ -181,9 +187,10 @@ class StreamingAudioEncoder:
     ``hop_frames``: frames per encoder call (1 = lowest delay; 2 halves the calls and delays every
     other frame by one frame time). ``settle_steps``: how long a step is re-encoded as audio
     arrives (default 8 + the extra look-ahead in steps). ``virtual_future_steps``: padding
-    positions after the newest step that queries attend to. ``max_context_steps``: settled steps attended to (default 10 s: keeps the cost of
-    a call constant through the window; None attends to the whole window as offline, about
-    +0.003 mean cosine for 1.3x the compute late in a window).
+    positions after the newest step that queries attend to (default 100 = 2 s; 200 adds ~0.004
+    mean cosine). ``max_context_steps``: settled steps attended to (default 300 = 6 s: keeps the
+    cost of a call constant through the window; 500 adds ~0.009 mean cosine on long speech, None
+    attends to the whole window as offline).
     ``dtype``: None picks bfloat16 where the CPU computes it natively, else float32.
 
     Run it single-threaded (``torch.set_num_threads(1)`` or one worker thread per core): the
@@ -198,8 +205,8 @@ class StreamingAudioEncoder:
         block: tuple[int, int] = (4, 6),
         hop_frames: int = 1,
         settle_steps: int | None = None,
-        virtual_future_steps: int = 200,
-        max_context_steps: int | None = 500,
+        virtual_future_steps: int = DEFAULT_VIRTUAL_FUTURE_STEPS,
+        max_context_steps: int | None = DEFAULT_MAX_CONTEXT_STEPS,
         dtype: torch.dtype | None = None,
     ):
         past, future = block

@@ -44,12 +44,11 @@ class StreamingFrontEnd:
         self.n_ctx = encoder.positional_embedding.shape[0]
         self.window_mel = self.n_ctx * CONV_STRIDE
         self.mel_fb = mel_filters("cpu", self.n_mels).to(torch.float32)  # (n_mels, 201)
-        # A few frames per call: a windowed DFT as one matmul beats torch.stft's per-call overhead.
-        n = torch.arange(N_FFT, dtype=torch.float64)
-        f = torch.arange(N_FFT // 2 + 1, dtype=torch.float64)
-        ang = 2 * torch.pi * f[:, None] * n[None, :] / N_FFT
-        win = torch.hann_window(N_FFT, dtype=torch.float64)
-        self.dft = torch.cat([torch.cos(ang) * win, -torch.sin(ang) * win]).to(torch.float32)  # (402, 400)
+        # A few frames per call: windowed frames through torch.fft.rfft (~8 us for 2 frames; the
+        # former (402, 400) DFT matmul read 640 kB per call and cost ~60 us on a loaded cache, and
+        # torch.stft has more per-call overhead). mel_fb_t is (201, n_mels) for a (k, 201) power.
+        self.window = torch.hann_window(N_FFT, dtype=torch.float32)
+        self.mel_fb_t = self.mel_fb.T.contiguous()
         self.width = encoder.conv1.out_channels
         self.reset()
 
@@ -123,11 +122,10 @@ class StreamingFrontEnd:
         b = HOP_LENGTH * (upto - 1) + HALF_WINDOW - self.audio_start
         x = self.audio[a:b]
         frames = x.unfold(0, N_FFT, HOP_LENGTH)  # (k, 400)
-        spec = F.linear(frames, self.dft)  # (k, 402): real parts, then imaginary parts
-        power = spec.square().view(-1, 2, N_FFT // 2 + 1).sum(1).T  # (201, k)
-        log_spec = torch.clamp(self.mel_fb @ power, min=1e-10).log10()
+        power = torch.fft.rfft(frames * self.window).abs().square_()  # (k, 201)
+        log_spec = torch.mm(power, self.mel_fb_t).clamp_(min=1e-10).log10_().T  # (n_mels, k)
         self.log_max = max(self.log_max, float(log_spec.max()))
-        log_spec = torch.maximum(log_spec, torch.tensor(self.log_max - 8.0))
+        log_spec = log_spec.clamp(min=self.log_max - 8.0)
         self.n_mel = upto
         # Drop samples no later mel frame needs (bounded memory for unbounded streams).
         # (The last N_FFT/2 + 1 real samples stay for the end reflection of finish().)

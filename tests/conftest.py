@@ -5,6 +5,18 @@ import os
 import pytest
 
 
+@pytest.fixture(autouse=True, scope="session")
+def torch_one_thread():
+    """Every test runs torch single-threaded, like the engine's workers: the models under test are
+    tiny, and on a 2-core CI machine intra-op threads only spin-wait (10-50x the CPU time)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # --- face track (realtime/face) ---------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def default_avatar(tmp_path_factory):

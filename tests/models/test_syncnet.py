@@ -17,14 +17,6 @@ from realtime.render.sync_eval import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_full_architecture_shapes_on_meta():
     with torch.device("meta"):
         net = StableSyncNet()

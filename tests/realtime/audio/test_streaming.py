@@ -13,16 +13,6 @@ from realtime.errors import AudioInputError
 SR = 16000
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The encoder's matrices are tiny: intra-op threads only add spin-waiting (20x the CPU time
-    on a loaded 2-core machine), so these tests run single-threaded like the engine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tiny_weights():
     from whisper.model import ModelDimensions, Whisper

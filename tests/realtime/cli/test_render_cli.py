@@ -12,10 +12,7 @@ from realtime.cli import main
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("SYNCVID_CACHE_DIR", str(tmp_path / "cache"))
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # the shared 2-core CI box: oversubscribed threads cost far more than they give
     yield
-    torch.set_num_threads(n)
 
 
 def _wav(path, seconds=1.0, rate=16000):

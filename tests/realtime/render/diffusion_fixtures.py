@@ -8,7 +8,6 @@ v1.0 UNet (no motion modules), so any chunking must reproduce the same frames.
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 from einops import rearrange
 
@@ -76,12 +75,3 @@ class TinyAvatar:
 
 def audio_blocks(n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, 50, 384)).astype(np.float32)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Single-threaded torch: on the shared 2-core CI box, thread oversubscription costs 10-50x."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)

@@ -4,7 +4,7 @@ import torch
 
 import functools
 
-from diffusion_fixtures import PerFrameUNet, TinyAvatar, audio_blocks, one_thread  # noqa: F401
+from diffusion_fixtures import PerFrameUNet, TinyAvatar, audio_blocks
 from models.vae import tiny_autoencoder_kl, tiny_autoencoder_tiny
 from realtime.face.mask import fixed_mask
 from realtime.render.diffusion import ChunkRequest, DiffusionRenderer

@@ -3,7 +3,7 @@ import pytest
 import torch
 from scipy.io import wavfile
 
-from diffusion_fixtures import TinyAvatar, one_thread  # noqa: F401
+from diffusion_fixtures import TinyAvatar
 from models.vae import tiny_autoencoder_kl
 from realtime.errors import AudioInputError
 from realtime.render.diffusion import DiffusionRenderer

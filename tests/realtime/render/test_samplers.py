@@ -2,7 +2,6 @@ import numpy as np
 import pytest
 import torch
 
-from diffusion_fixtures import one_thread  # noqa: F401
 
 from realtime.render.samplers import (
     SamplerConfig,

@@ -7,6 +7,7 @@ default. Nested dataclasses, Optional fields, lists/tuples of plain values and d
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from pathlib import Path
@@ -18,6 +19,16 @@ T = TypeVar("T")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "configs"
+
+
+CACHE_ENV = "SYNCVID_CACHE_DIR"
+
+
+def cache_root() -> Path:
+    """Root of the engine's on-disk caches (avatars, viseme training sets): ``$SYNCVID_CACHE_DIR``,
+    else ``~/.cache/syncvid``."""
+    root = os.environ.get(CACHE_ENV)
+    return Path(root).expanduser() if root else Path.home() / ".cache" / "syncvid"
 
 
 class ConfigError(ValueError):

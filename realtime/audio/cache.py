@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from realtime.audio.features import FEATURE_VERSION
+from realtime.config import CACHE_ENV
 
 log = logging.getLogger(__name__)
 
-CACHE_ENV = "SYNCVID_CACHE_DIR"
 DEFAULT_DIR = Path("~/.cache/syncvid/features")
 
 

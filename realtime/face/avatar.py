@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -267,8 +266,9 @@ def prepare_avatar(source: str | Path | np.ndarray, out_dir: str | Path, kind: s
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("SYNCVID_CACHE_DIR")
-    return (Path(root).expanduser() if root else Path.home() / ".cache" / "syncvid") / "avatars" / "default"
+    from realtime.config import cache_root
+
+    return cache_root() / "avatars" / "default"
 
 
 def default_avatar(cache_dir: str | Path | None = None, resolution: int = 256) -> Avatar:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from realtime.config import cache_root
 from realtime.errors import MediaInputError
 from realtime.render.base import MAX_CHUNK, Renderer
 
@@ -43,8 +43,7 @@ class RenderReport:
 
 
 def avatar_cache_dir() -> Path:
-    root = os.environ.get("SYNCVID_CACHE_DIR")
-    return (Path(root).expanduser() if root else Path.home() / ".cache" / "syncvid") / "avatars"
+    return cache_root() / "avatars"
 
 
 def _file_digest(path: Path) -> str:

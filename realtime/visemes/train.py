@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,8 +40,9 @@ class VisemeTrainingConfig:
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("SYNCVID_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "syncvid")
-    return Path(base) / "visemes"
+    from realtime.config import cache_root
+
+    return cache_root() / "visemes"
 
 
 def build_frames(cfg: VisemeTrainingConfig, split: str, window: LookaheadWindow, whisper,

@@ -49,3 +49,20 @@ def test_section(tmp_path):
     assert load_config(Inner, f, section="model").steps == 7
     with pytest.raises(ConfigError, match="missing section 'run'"):
         load_config(Inner, f, section="run")
+
+
+def test_cache_root_follows_env(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from realtime.config import cache_root
+    from realtime.face.avatar import default_cache_dir
+    from realtime.render.offline import avatar_cache_dir
+    from realtime.visemes.train import default_cache_dir as visemes_cache_dir
+
+    monkeypatch.setenv("SYNCVID_CACHE_DIR", str(tmp_path / "c"))
+    assert cache_root() == tmp_path / "c"
+    assert default_cache_dir() == tmp_path / "c" / "avatars" / "default"
+    assert avatar_cache_dir() == tmp_path / "c" / "avatars"
+    assert visemes_cache_dir() == tmp_path / "c" / "visemes"
+    monkeypatch.delenv("SYNCVID_CACHE_DIR")
+    assert cache_root() == Path.home() / ".cache" / "syncvid"

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -66,27 +65,10 @@ class LipSyncReport:
 
 
 def align_phones(samples: np.ndarray, transcript: str) -> list[Phone]:
-    """Phone-level forced alignment of 16 kHz samples to ``transcript`` with pocketsphinx."""
-    from pocketsphinx import Decoder
+    """Phone-level forced alignment of 16 kHz samples to ``transcript`` (pocketsphinx)."""
+    from realtime.visemes.align import align_phones as _align
 
-    pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
-    decoder = Decoder(lm=None, samprate=16000, bestpath=False, loglevel="FATAL")  # bestpath breaks long silences
-    words = re.sub(r"[^a-z' ]+", " ", transcript.lower()).split()  # the dictionary has no punctuation
-    decoder.set_align_text(" ".join(words))
-    for _ in range(2):  # first pass: words; second pass, after set_alignment(): phones
-        decoder.start_utt()
-        decoder.process_raw(pcm, full_utt=True)
-        decoder.end_utt()
-        if _ == 0:
-            decoder.set_alignment()
-    centisecond = 0.01  # pocketsphinx frames are 10 ms
-    phones = []
-    for word in decoder.get_alignment():
-        for p in word:
-            phones.append(Phone(p.name, p.start * centisecond, (p.start + p.duration) * centisecond))
-    if not phones:
-        raise ValueError("pocketsphinx could not align the transcript to the audio")
-    return phones
+    return [Phone(name, start, end) for start, end, name in _align(samples, transcript)]
 
 
 def transcribe(samples: np.ndarray) -> str:

@@ -3,6 +3,8 @@ model): the reference labels for evaluating the viseme model on human recordings
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from realtime.visemes.phonemes import SIL, arpabet_to_viseme
@@ -14,23 +16,26 @@ def align_phones(audio: np.ndarray, transcript: str, sample_rate: int = 16000) -
     """[(start_s, end_s, ARPAbet phone)] of ``audio`` (float mono at 16 kHz) read as ``transcript``.
 
     pocketsphinx aligns in two passes: words against the given text, then phones within them.
+    Raises ValueError when nothing aligns.
     """
     from pocketsphinx import Decoder
 
-    pcm = (np.clip(audio, -1, 1) * 32767).astype(np.int16).tobytes()
-    dec = Decoder(samprate=sample_rate, loglevel="FATAL")
-    dec.set_align_text(transcript.lower())
-    dec.start_utt()
-    dec.process_raw(pcm, full_utt=True)
-    dec.end_utt()
-    dec.set_alignment()
-    dec.start_utt()
-    dec.process_raw(pcm, full_utt=True)
-    dec.end_utt()
+    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+    dec = Decoder(lm=None, samprate=sample_rate, bestpath=False, loglevel="FATAL")  # bestpath breaks long silences
+    words = re.sub(r"[^a-z' ]+", " ", transcript.lower()).split()  # the dictionary has no punctuation
+    dec.set_align_text(" ".join(words))
+    for first_pass in (True, False):  # words first; after set_alignment(), phones
+        dec.start_utt()
+        dec.process_raw(pcm, full_utt=True)
+        dec.end_utt()
+        if first_pass:
+            dec.set_alignment()
     out = []
     for word in dec.get_alignment():
         for ph in word:
             out.append((ph.start * FRAME_S, (ph.start + ph.duration) * FRAME_S, ph.name))
+    if not out:
+        raise ValueError("pocketsphinx could not align the transcript to the audio")
     return out
 
 

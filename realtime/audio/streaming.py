@@ -37,6 +37,7 @@ from torch import Tensor
 
 from realtime.audio.features import SAMPLE_RATE, STEPS_PER_SECOND, frame_center_step, num_steps, num_video_frames
 from realtime.audio.streaming_front import StreamingFrontEnd
+from realtime.audio.streaming_weights import StreamingWeights
 from realtime.errors import AudioInputError
 
 log = logging.getLogger(__name__)
@@ -74,107 +75,6 @@ class FrameFeatures:
     def available_s(self) -> float:
         """Stream time (s since the last reset) at which the frame's audio had all arrived."""
         return self.needed_samples / SAMPLE_RATE
-
-
-def _bf16_native() -> bool:
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-class PackedLinear:
-    """``y = act(x W^T + b)`` for a few rows at a time. In bfloat16 on CPUs with native bf16 the
-    weight is pre-packed for oneDNN once (these calls are bound by reading the weights: packed bf16
-    reads a quarter of what fp32 F.linear does, ~3x faster measured); otherwise plain F.linear."""
-
-    def __init__(self, weight: Tensor, bias: Tensor, dtype: torch.dtype, gelu: bool = False):
-        self.weight = weight.detach().to(dtype).contiguous()
-        self.bias = bias.detach().to(dtype).contiguous()
-        self.gelu = gelu
-        self.packed = None
-        if dtype == torch.bfloat16 and _bf16_native():
-            try:  # private oneDNN ops (what torch.compile uses on CPU): fall back if they change
-                packed = torch.ops.mkldnn._reorder_linear_weight(self.weight, 16)
-                probe = torch.ops.mkldnn._linear_pointwise(torch.zeros(2, weight.shape[1], dtype=dtype), packed, self.bias, "none", [], "none")
-                assert probe.shape == (2, weight.shape[0])
-                self.packed = packed
-            except (AttributeError, RuntimeError, AssertionError):
-                log.info("oneDNN packed bf16 linear unavailable; using F.linear")
-
-    def __call__(self, x: Tensor) -> Tensor:
-        if self.packed is not None:
-            return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "gelu" if self.gelu else "none", [], "none")
-        y = F.linear(x, self.weight, self.bias)
-        return F.gelu(y) if self.gelu else y
-
-
-@dataclass
-class _Layer:
-    ln1: tuple[Tensor, Tensor]
-    qkv: PackedLinear
-    out: PackedLinear
-    ln2: tuple[Tensor, Tensor]
-    mlp1: PackedLinear  # with the GELU fused
-    mlp2: PackedLinear
-    eps: float
-
-
-class StreamingWeights:
-    """What every stream of one Whisper model shares: fused per-block weights and the keys/values
-    of the all-padding window (the virtual future). Build once, pass to many encoders."""
-
-    def __init__(self, model, dtype: torch.dtype | None = None):
-        from models.whisper_taps import block_forward, encoder_taps
-
-        encoder = getattr(model, "encoder", model)
-        self.encoder = encoder
-        if dtype is None:  # bf16 where the CPU computes it natively: ~2x less CPU, cosine -0.0005
-            dtype = torch.bfloat16 if _bf16_native() else torch.float32
-        self.dtype = dtype
-        self.n_ctx, self.width = encoder.positional_embedding.shape
-        self.n_head = encoder.blocks[0].attn.n_head
-        self.n_taps = len(encoder.blocks) + 1
-        self.layers = []
-
-        def cast(t: Tensor) -> Tensor:
-            return t.detach().to(dtype).contiguous()
-
-        with torch.inference_mode():
-            for b in encoder.blocks:
-                a = b.attn
-                key_bias = torch.zeros_like(a.query.bias)  # whisper's key projection has no bias
-                self.layers.append(
-                    _Layer(
-                        ln1=(cast(b.attn_ln.weight), cast(b.attn_ln.bias)),
-                        qkv=PackedLinear(
-                            torch.cat([a.query.weight, a.key.weight, a.value.weight]), torch.cat([a.query.bias, key_bias, a.value.bias]), dtype
-                        ),
-                        out=PackedLinear(a.out.weight, a.out.bias, dtype),
-                        ln2=(cast(b.mlp_ln.weight), cast(b.mlp_ln.bias)),
-                        mlp1=PackedLinear(b.mlp[0].weight, b.mlp[0].bias, dtype, gelu=True),
-                        mlp2=PackedLinear(b.mlp[2].weight, b.mlp[2].bias, dtype),
-                        eps=b.attn_ln.eps,
-                    )
-                )
-            # The convolutions as matmuls over unfolded (channels, 3) windows (conv1d's slow path
-            # costs ~1 ms a call at these sizes).
-            c1, c2 = encoder.conv1, encoder.conv2
-            self.conv1 = PackedLinear(c1.weight.reshape(c1.out_channels, -1), c1.bias, dtype, gelu=True)
-            self.conv2 = PackedLinear(c2.weight.reshape(c2.out_channels, -1), c2.bias, dtype, gelu=True)
-            self.positions = cast(encoder.positional_embedding)
-            # Keys/values of a window of pure 0.0 log-mel padding, per block and position.
-            mel = torch.zeros(1, encoder.conv1.in_channels, 2 * self.n_ctx)
-            x = encoder_taps(encoder, mel)[0, :, 0][None]  # (1, n_ctx, C): conv + positions
-            ks, vs = [], []
-            for b in encoder.blocks:
-                x, (k, v) = block_forward(b, x)
-                ks.append(k[0])
-                vs.append(v[0])
-            # Attention stays fp32: at a few queries against ~700 keys CPU SDPA is ~20 % faster in
-            # fp32 than in bf16 (and the softmax over the padding is more exact).
-            self.pad_k = torch.stack(ks).float()  # (n_layer, n_ctx, C)
-            self.pad_v = torch.stack(vs).float()
 
 
 class StreamingAudioEncoder:
@@ -307,20 +207,33 @@ class StreamingAudioEncoder:
     def _advance(self) -> list[FrameFeatures]:
         out: list[FrameFeatures] = []
         while True:
-            while self._frame_ready(self.next_frame):
-                out.append(self._emit(self.next_frame))
-                self.next_frame += 1
-            if self.total_frames is not None and self.next_frame >= self.total_frames:
+            out += self._emit_ready()
+            target = self._next_target()
+            if target is None:
                 return out
-            last = (self.next_frame // self.hop_frames + 1) * self.hop_frames - 1
-            if self.total_frames is not None:
-                last = min(last, self.total_frames - 1)
-            target = self._need_step(last)
-            window_end = (self.frontier + 1) // self.weights.n_ctx * self.weights.n_ctx + self.weights.n_ctx - 1
-            target = min(target, window_end)
-            if self.front.mel_available() < self.front.mel_needed(target):
-                return out
-            self._encode_to(target)
+            plan = self._plan(target)
+            self._commit(plan, encode_plans(self.weights, [plan])[0])
+
+    def _emit_ready(self) -> list[FrameFeatures]:
+        out = []
+        while self._frame_ready(self.next_frame):
+            out.append(self._emit(self.next_frame))
+            self.next_frame += 1
+        return out
+
+    def _next_target(self) -> int | None:
+        """Newest step the next encoder call should reach, or None when the audio is not there yet."""
+        if self.total_frames is not None and self.next_frame >= self.total_frames:
+            return None
+        last = (self.next_frame // self.hop_frames + 1) * self.hop_frames - 1
+        if self.total_frames is not None:
+            last = min(last, self.total_frames - 1)
+        target = self._need_step(last)
+        window_end = (self.frontier + 1) // self.weights.n_ctx * self.weights.n_ctx + self.weights.n_ctx - 1
+        target = min(target, window_end)
+        if self.front.mel_available() < self.front.mel_needed(target):
+            return None
+        return target
 
     def _frame_ready(self, i: int) -> bool:
         if self.total_frames is not None and i >= self.total_frames:
@@ -342,47 +255,34 @@ class StreamingAudioEncoder:
         return FrameFeatures(i, block.reshape(-1, block.shape[-1]), self.needed_samples(i), self.samples_pushed)
 
     @torch.inference_mode()
-    def _encode_to(self, target: int) -> None:
-        """Encode global steps up to ``target`` (inside the current window) and settle old ones.
+    def _plan(self, target: int) -> "_Plan":
+        """The next encoder call: global steps up to ``target`` (inside the current window).
 
         ``cache_k/v`` rows are window positions: settled steps below ``n_settled``, the steps
         encoded now right after them, and the all-padding keys/values beyond (the virtual future),
         so attention reads one contiguous slice and settling is only moving ``n_settled``.
         """
-        w = self.weights
-        n_ctx, H, C = w.n_ctx, w.n_head, w.width
-        x_new = self.front.produce(target + 1)
-        x = torch.cat([self.window_x, x_new])  # (N, C): unsettled + new steps
-        N = x.shape[0]
+        n_ctx = self.weights.n_ctx
+        x = torch.cat([self.window_x, self.front.produce(target + 1)])  # (N, C): unsettled + new steps
         w0 = self.start // n_ctx * n_ctx  # the window's first global step
         lo, local_end = self.start - w0, target - w0 + 1
         assert lo == self.n_settled
-        last_of_window = local_end == n_ctx or (self.total_steps is not None and target == self.total_steps - 1)
         ctx_lo = 0 if self.max_context_steps is None else max(0, lo - self.max_context_steps)
-        fut_hi = min(n_ctx, local_end + self.virtual_future_steps)
-        L = fut_hi - ctx_lo
-        taps = torch.empty(N, w.n_taps, C)
-        taps[:, 0] = x
-        for li, p in enumerate(w.layers):
-            h = F.layer_norm(x, (C,), *p.ln1, p.eps)
-            q, k, v = p.qkv(h).split(C, dim=-1)
-            self.cache_k[li, lo:local_end] = k
-            self.cache_v[li, lo:local_end] = v
-            keys = self.cache_k[li, ctx_lo:fut_hi].view(1, L, H, C // H).transpose(1, 2)
-            vals = self.cache_v[li, ctx_lo:fut_hi].view(1, L, H, C // H).transpose(1, 2)
-            a = F.scaled_dot_product_attention(q.float().reshape(1, N, H, C // H).transpose(1, 2), keys, vals)  # (1, H, N, D)
-            x = x + p.out(a.transpose(1, 2).reshape(N, C).to(x.dtype))
-            x = x + p.mlp2(p.mlp1(F.layer_norm(x, (C,), *p.ln2, p.eps)))
-            taps[:, li + 1] = x
+        last = local_end == n_ctx or (self.total_steps is not None and target == self.total_steps - 1)
+        return _Plan(self, target, x, lo, local_end, ctx_lo, min(n_ctx, local_end + self.virtual_future_steps), last)
+
+    def _commit(self, plan: "_Plan", taps: Tensor) -> None:
+        """Store an encoded call's taps and settle the steps that fell far enough behind."""
+        N = taps.shape[0]
         self._store_taps(self.start, taps)
         self.encoder_calls += 1
         self.steps_encoded += N
-        n_settle = N if last_of_window else max(0, N - self.settle_steps)
+        n_settle = N if plan.last_of_window else max(0, N - self.settle_steps)
         self.n_settled += n_settle
-        self.window_x = taps[n_settle:, 0].to(w.dtype)
+        self.window_x = taps[n_settle:, 0].to(self.weights.dtype)
         self.start += n_settle
-        self.frontier = target
-        if local_end == n_ctx:  # next window: positions restart at 0, nothing of this one is attended
+        self.frontier = plan.target
+        if plan.local_end == self.weights.n_ctx:  # next window: positions restart at 0
             self._start_window()
 
     def _start_window(self) -> None:
@@ -398,3 +298,84 @@ class StreamingAudioEncoder:
         self.taps[a : a + n1] = taps[:n1]
         if n1 < taps.shape[0]:
             self.taps[: taps.shape[0] - n1] = taps[n1:]
+
+
+@dataclass
+class _Plan:
+    """One stream's share of an encoder call (see ``StreamingAudioEncoder._plan``)."""
+
+    enc: StreamingAudioEncoder
+    target: int
+    x: Tensor  # (N, C) inputs of the unsettled and new steps
+    lo: int  # window position of x's first row (= settled steps)
+    local_end: int
+    ctx_lo: int  # attended keys: window positions [ctx_lo, fut_hi)
+    fut_hi: int
+    last_of_window: bool
+
+
+@torch.inference_mode()
+def encode_plans(w: StreamingWeights, plans: list[_Plan]) -> list[Tensor]:
+    """Runs the encoder blocks for one or several streams at once: the linear layers see all
+    streams' rows in one matmul (these calls are bound by reading the weights, so B streams cost
+    little more than one), attention runs per stream against its own cache. Returns each plan's
+    taps (N_i, n_taps, C)."""
+    H, C = w.n_head, w.width
+    sizes = [p.x.shape[0] for p in plans]
+    x = plans[0].x if len(plans) == 1 else torch.cat([p.x for p in plans])
+    taps = torch.empty(x.shape[0], w.n_taps, C)
+    taps[:, 0] = x
+    for li, layer in enumerate(w.layers):
+        h = F.layer_norm(x, (C,), *layer.ln1, layer.eps)
+        parts = []
+        for p, qkv in zip(plans, layer.qkv(h).split(sizes)):
+            q, k, v = qkv.split(C, dim=-1)
+            n, L = q.shape[0], p.fut_hi - p.ctx_lo
+            p.enc.cache_k[li, p.lo : p.local_end] = k
+            p.enc.cache_v[li, p.lo : p.local_end] = v
+            keys = p.enc.cache_k[li, p.ctx_lo : p.fut_hi].view(1, L, H, C // H).transpose(1, 2)
+            vals = p.enc.cache_v[li, p.ctx_lo : p.fut_hi].view(1, L, H, C // H).transpose(1, 2)
+            a = F.scaled_dot_product_attention(q.float().reshape(1, n, H, C // H).transpose(1, 2), keys, vals)
+            parts.append(a.transpose(1, 2).reshape(n, C))
+        a = parts[0] if len(parts) == 1 else torch.cat(parts)
+        x = x + layer.out(a.to(x.dtype))
+        x = x + layer.mlp2(layer.mlp1(F.layer_norm(x, (C,), *layer.ln2, layer.eps)))
+        taps[:, li + 1] = x
+    return list(taps.split(sizes))
+
+
+def push_many(items: list[tuple[StreamingAudioEncoder, object]]) -> list[list[FrameFeatures] | Exception]:
+    """``encoder.push(samples)`` for several streams sharing one ``StreamingWeights``, with their
+    encoder calls batched (``encode_plans``). Same frames as pushing each alone (to bf16 rounding
+    of the batched matmuls). A stream whose samples are bad gets its ``AudioInputError`` in its
+    slot of the result; the others are unaffected."""
+    results: list = [[] for _ in items]
+    active = []
+    for k, (enc, samples) in enumerate(items):
+        try:
+            x = enc._check(samples)
+        except AudioInputError as e:
+            results[k] = e
+            continue
+        if x.numel():
+            enc.front.add(x)
+            enc.samples_pushed += x.numel()
+        active.append(k)
+    groups: dict[int, list[int]] = {}
+    for k in active:
+        groups.setdefault(id(items[k][0].weights), []).append(k)
+    for ks in groups.values():
+        while ks:
+            plans, nxt = [], []
+            for k in ks:
+                enc = items[k][0]
+                results[k] += enc._emit_ready()
+                target = enc._next_target()
+                if target is not None:
+                    plans.append(enc._plan(target))
+                    nxt.append(k)
+            if plans:
+                for plan, taps in zip(plans, encode_plans(plans[0].enc.weights, plans)):
+                    plan.enc._commit(plan, taps)
+            ks = nxt
+    return results

@@ -34,7 +34,8 @@ class RealtimeConfig:
     renderer: str = "embedded"  # embedded | diffusion
     lookahead: str = "full"  # full (120 ms of future audio) | low (<= 40 ms)
     avatar_dir: str | None = None  # None: the default avatar that ships with the install
-    inference_threads: int = 2  # 2 sessions on 2 cores (1 thread: 1); worse only when the CPU is oversubscribed
+    inference: str = "process"  # process: models in a child process (no GIL shared with the event loop) | thread
+    inference_threads: int = 2  # inference "thread" only: worker threads running the models in this process
     max_chunk: int = 4  # frames per renderer call at most (smaller when late)
     silence_dbfs: float = -45.0
     video_codec: str = "h264"  # h264 | vp8: preferred outgoing codec (the client's others are fallbacks)
@@ -49,6 +50,8 @@ class RealtimeConfig:
             raise ConfigError(f"renderer must be 'embedded' or 'diffusion', got {self.renderer!r}")
         if self.lookahead not in ("full", "low"):
             raise ConfigError(f"lookahead must be 'full' or 'low', got {self.lookahead!r}")
+        if self.inference not in ("process", "thread"):
+            raise ConfigError(f"inference must be 'process' or 'thread', got {self.inference!r}")
         if self.video_codec not in ("h264", "vp8"):
             raise ConfigError(f"video_codec must be 'h264' or 'vp8', got {self.video_codec!r}")
         presets = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium")

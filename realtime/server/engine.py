@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 # Future audio each look-ahead setting needs: LatentSync's block ends 6 encoder steps (120 ms)
 # past the frame centre; the low-latency viseme model is trained for at most 40 ms.
 LOOKAHEAD_S = {"full": 0.120, "low": 0.040}
+# Worker threads when the models run in a child process: they only wait on pipes, and the more jobs
+# reach the child at once, the more encoder pushes it batches into one call.
+PROCESS_THREADS = 8
 
 
 class RestFrameCache:
@@ -63,6 +66,7 @@ class Engine:
     worker: InferenceWorker
     epoch: float = field(default_factory=time.monotonic)  # avatar frame 0 (see RestFrameCache)
     rest_cache: RestFrameCache = field(default_factory=RestFrameCache)
+    backend: Any = None  # inference_process.ProcessBackend when the models run in a child process
     _renderers: dict[str, Any] = field(default_factory=dict)
 
     def renderer(self, lookahead: str) -> Any:
@@ -79,8 +83,21 @@ class Engine:
             r.rest_frame(self.avatar, 0, r.new_state(0))
         log.info("models loaded in %.1f s", time.monotonic() - t)
 
+    def release(self, *objs: Any) -> None:
+        """Frees a closed session's model-side state (encoder, renderer state) where it lives
+        elsewhere (the inference process); fire and forget, off the event loop."""
+        for obj in objs:
+            fn = getattr(obj, "release", None)
+            if fn is not None:
+                try:
+                    self.worker.submit(fn, kind="release")
+                except Exception:  # worker closed or full: the child's LRU bound reclaims it
+                    pass
+
     def close(self) -> None:
         self.worker.close()
+        if self.backend is not None:
+            self.backend.close()
 
 
 def build_engine(config: RealtimeConfig, avatar: Any = None) -> Engine:
@@ -90,6 +107,8 @@ def build_engine(config: RealtimeConfig, avatar: Any = None) -> Engine:
 
     if avatar is None:
         avatar = Avatar.load(config.avatar_dir) if config.avatar_dir else default_avatar()
+    if config.inference == "process":
+        return _process_engine(config, avatar)
 
     def renderer_factory(lookahead: str):
         if config.renderer == "diffusion":
@@ -115,5 +134,18 @@ def build_engine(config: RealtimeConfig, avatar: Any = None) -> Engine:
 
     engine = Engine(avatar=avatar, renderer_factory=renderer_factory, encoder_factory=encoder_factory,
                     worker=InferenceWorker(threads=config.inference_threads))
+    engine.warm_up(("full", "low"), config.fps)
+    return engine
+
+
+def _process_engine(config: RealtimeConfig, avatar: Any) -> Engine:
+    """Models in a child process (inference_process.py); this process keeps the avatar for
+    timing and fallbacks, and ``PROCESS_THREADS`` worker threads that forward jobs to the child."""
+    from realtime.server.inference_process import EncoderProxy, ProcessBackend, RendererProxy
+
+    backend = ProcessBackend(str(avatar.directory), config.renderer, config.fps, connections=PROCESS_THREADS + 1)
+    engine = Engine(avatar=avatar, renderer_factory=lambda la: RendererProxy(backend, la, config.renderer),
+                    encoder_factory=lambda la, fps: EncoderProxy(backend, la, fps),
+                    worker=InferenceWorker(threads=PROCESS_THREADS), backend=backend)
     engine.warm_up(("full", "low"), config.fps)
     return engine

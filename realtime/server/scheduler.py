@@ -70,6 +70,7 @@ class FrameScheduler(InputStage):
         self.e0 = 0.0
         self.enc_pos = 0  # next 16 kHz input sample the encoder gets
         self.enc_base = 0  # input frame index of encoder frame 0 (changes on reset)
+        self.enc_frames = 0  # frames the encoder has emitted since its last reset
         self.need_reset = False
         self.gated = False  # silence gating of the encoder (see _gate)
         self._quiet_s = 0.0
@@ -172,10 +173,15 @@ class FrameScheduler(InputStage):
         self.rendered_upto = chunk[-1]
         if self.state is not None:
             self.state.data["quality"] = "low" if self.level >= 2 else "full"
+            self.state.data["deadline"] = self.slot_time(int(slots[0]))  # a remote renderer serves EDF
         try:
             frames = await self.worker.run(lambda: self._render_job(slots, blocks),
                                            deadline=self.slot_time(int(slots[0])), kind="render")
         except (WorkerBusy, WorkerClosed):
+            return
+        except Exception as e:  # the renderer failed on this chunk: its slots repeat, the session goes on
+            log.warning("render job failed (%s: %s)", type(e).__name__, e)
+            self.counts["render_failures"] += 1
             return
         if gen != self.gen:
             self.metrics.frames_dropped.inc(len(frames))
@@ -253,6 +259,8 @@ class FrameScheduler(InputStage):
             # speech whose frame is not ready (renderer late, or the encoder has not even produced
             # its block): repeat what the viewer saw last
             kind = "late"
+            # why (in /stats): the encoder had not produced the block / the render missed the slot
+            self.counts["late_no_block" if i not in self.blocks else "late_render"] += 1
             self.metrics.frames_late.inc()
             self._outcome(False)
         else:

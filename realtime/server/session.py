@@ -171,7 +171,19 @@ class WebRTCSession:
             except Exception:  # a stuck transport must not keep the session alive
                 log.warning("session %s: peer connection did not close cleanly", self.id, exc_info=True)
         s = self.scheduler
+        self.engine.release(s.encoder, *([_StateRelease(s.renderer, s.state)] if hasattr(s.renderer, "release") else []))
         s.ready.clear(), s.rest.clear(), s.blocks.clear()
         self.audio_input = None
         log.info("session %s closed after %.1f s (%s)", self.id, time.monotonic() - self.started_at,
                  dict(s.counts))
+
+
+class _StateRelease:
+    """``release()`` of a renderer state that lives in the inference process (no-op otherwise)."""
+
+    def __init__(self, renderer, state) -> None:
+        self.renderer, self.state = renderer, state
+
+    def release(self) -> None:
+        if self.state is not None:
+            self.renderer.release(self.state)

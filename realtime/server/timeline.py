@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from realtime.server.media import ENCODER_RATE
-from realtime.server.worker import WorkerBusy, WorkerClosed
+from realtime.server.worker import WorkerClosed
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,9 @@ MAX_ENCODE_BACKLOG_S = 1.0  # more audio than this waiting for the encoder: skip
 REST_STRIDE = 2  # rest (idle-motion) frames rendered for every 2nd avatar frame: 12.5 fps idle motion
 GATE_AFTER_S = 0.4  # silence fed to the encoder before it is gated (covers block past + hangover)
 GATE_CONTEXT_S = 0.2  # audio before a speech onset re-encoded on resume (the block's past steps)
+# Audio goes to the encoder when it completes a frame (every other 20 ms packet at 25 fps: half the
+# jobs, no added delay), or once this much is waiting whatever the arithmetic says.
+MAX_PUSH_WAIT = 3 * 320
 
 @dataclass
 class Block:
@@ -133,21 +136,41 @@ class InputStage:
                 log.warning("encoder backlog %.2f s: skipping audio", (end - self.enc_pos) / ENCODER_RATE)
                 self.counts["encode_skips"] += 1
                 self.interrupt_encoder_only(end)
+            if (not self.gated and not self.need_reset and end - self.enc_pos < MAX_PUSH_WAIT
+                    and end < self._frame_need_sample(self.enc_base + self.enc_frames)):
+                continue  # this audio completes no frame yet: it goes with the packet that does
             if not self._gate(end):
                 continue
             start, gen, reset = self.enc_pos, self.gen, self.need_reset
+            if reset:
+                self.enc_frames = 0
             samples = self.ring16.read(start, end - start)
             self.enc_pos, self.need_reset = end, False
             try:
                 out = await self.worker.run(lambda: self._encode(samples, reset), kind="encode")
-            except (WorkerBusy, WorkerClosed):
+            except WorkerClosed:
+                continue
+            except Exception as e:  # busy, or the model process failed: that audio is lost, so
+                # the encoder restarts on the frame grid after it (frames keep their indices)
+                log.warning("encoder job failed (%s: %s); restarting the encoder", type(e).__name__, e)
+                self.counts["encode_failures"] += 1
+                if gen == self.gen:
+                    self.interrupt_encoder_only(max(self.enc_pos, self.ring16.end))
                 continue
             if gen != self.gen:
                 continue
             for item in out:
                 j, block = split_encoder_output(item)
                 self._add_block(self.enc_base + j, block)
+                self.enc_frames = max(self.enc_frames, j + 1)
             self._render_wake.set()
+
+    def _frame_need_sample(self, i: int) -> int:
+        """Input sample after which the encoder can emit frame ``i`` (the streaming encoder's rule:
+        the block's newest step needs mel frames up to 2 * step + 2, i.e. 160 * that + 200 samples
+        since its reset, which was at the grid position of ``enc_base``)."""
+        step = int((i - self.enc_base) * 50 / self.fps) + round(self.lookahead_s * 50) - 1
+        return round((self.e0 + self.enc_base * self.period) * ENCODER_RATE) + 160 * (2 * step + 2) + 200
 
     def _gate(self, end: int) -> bool:
         """Silence gating: after GATE_AFTER_S of silence the encoder is not fed (its frames are rest

@@ -10,7 +10,7 @@ from realtime.server.scheduler import split_encoder_output
 
 
 def test_real_encoders_share_weights_and_emit_blocks(default_avatar, arctic_audio):
-    engine = build_engine(RealtimeConfig(), avatar=default_avatar)
+    engine = build_engine(RealtimeConfig(inference="thread"), avatar=default_avatar)
     try:
         full, low = engine.encoder_factory("full", 25), engine.encoder_factory("low", 25)
         assert full.weights is low.weights  # one copy of the model for every session

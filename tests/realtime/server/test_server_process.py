@@ -1,0 +1,80 @@
+"""The inference process: the same blocks and frames as the in-process models, state per session,
+errors delivered to the caller, and a new child after the old one dies."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from realtime.server.inference_process import EncoderProxy, ProcessBackend, RendererProxy
+from realtime.server.worker import WorkerBusy
+
+
+@pytest.fixture(scope="module")
+def backend(default_avatar):
+    b = ProcessBackend(str(default_avatar.directory), "embedded", 25, connections=3)
+    yield b
+    b.close()
+
+
+def _packets(x: np.ndarray):
+    for i in range(0, len(x), 320):
+        yield x[i : i + 320]
+
+
+def test_encoder_and_renderer_match_in_process(backend, default_avatar, arctic_audio):
+    from realtime.audio.streaming import StreamingAudioEncoder, StreamingWeights
+    from realtime.audio.whisper_loader import load_whisper
+    from realtime.render.embedded import EmbeddedRenderer
+
+    x = arctic_audio[3200:16000]
+    remote = EncoderProxy(backend, "full", 25)
+    local = StreamingAudioEncoder(StreamingWeights(load_whisper()), fps=25, block=(4, 6))
+    got, want = [], []
+    for p in _packets(x):
+        got += remote.push(p)
+        want += local.push(p)
+    assert [j for j, _ in got] == [f.index for f in want] and len(got) >= 15
+    for (_, b), f in zip(got, want):
+        assert b.shape == (50, 384) and b.dtype == np.float32
+        np.testing.assert_allclose(b, f.features.numpy(), atol=1e-5)
+
+    renderer, ref = RendererProxy(backend, "full"), EmbeddedRenderer("full")
+    state, ref_state = renderer.new_state(3), ref.new_state(3)
+    blocks = np.stack([b for _, b in got[:8]])
+    for lo in (0, 4):  # the child keeps this session's viseme/idle state between chunks
+        idx = np.arange(lo, lo + 4)
+        a = renderer.render_chunk(default_avatar, idx, blocks[lo : lo + 4], state)
+        b = ref.render_chunk(default_avatar, idx, blocks[lo : lo + 4], ref_state)
+        assert len(a.frames) == 4 and len(a.events) == 4
+        for fa, fb in zip(a.frames, b.frames):
+            assert fa.shape == (512, 512, 3) and np.array_equal(fa, fb)
+    rest = renderer.rest_frame(default_avatar, 10, renderer.new_state(0))
+    assert np.array_equal(rest, ref.rest_frame(default_avatar, 10, ref.new_state(0)))
+    renderer.release(state)
+    remote.release()
+
+
+def test_errors_reach_the_caller_and_the_child_survives(backend, default_avatar):
+    renderer = RendererProxy(backend, "full")
+    with pytest.raises(ValueError, match="audio_blocks"):
+        renderer.render_chunk(default_avatar, np.arange(2), np.zeros((3, 50, 384), np.float32), renderer.new_state())
+    enc = EncoderProxy(backend, "low", 25)
+    with pytest.raises(Exception, match="NaN"):
+        enc.push(np.full(320, np.nan, np.float32))
+    assert enc.push(np.zeros(3200, np.float32))  # the same process still serves
+
+
+def test_a_dead_child_is_replaced(backend, default_avatar):
+    enc = EncoderProxy(backend, "full", 25)
+    enc.push(np.zeros(3200, np.float32))
+    old = backend.pid
+    os.kill(old, signal.SIGKILL)
+    with pytest.raises(WorkerBusy, match="restarting"):
+        enc.push(np.zeros(320, np.float32))
+    assert backend.pid != old
+    out = enc.push(np.zeros(3200, np.float32))  # fresh state in the new child: frames from 0 again
+    assert out and out[0][0] == 0

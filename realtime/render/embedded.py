@@ -139,23 +139,17 @@ class EmbeddedRenderer(Renderer):
     # ---- per avatar frame ------------------------------------------------------------------------
     def rig(self, avatar: Any, frame_index: int) -> tuple[FaceRig, MouthInterior] | None:
         """The cached rig of the avatar's source frame, or None when that frame has no face."""
-        src = avatar.source_index(frame_index) if hasattr(avatar, "source_index") else int(frame_index)
-        with self._lock:
-            per_avatar = self._rigs.setdefault(avatar, OrderedDict())
-            hit = per_avatar.get(src)
-            if hit is not None:
-                per_avatar.move_to_end(src)
-                return hit
+        src = _source_index(avatar, frame_index)
+        hit = self._cached(self._rigs, avatar, src)
+        if hit is not None:
+            return hit
         lm = avatar.landmarks(frame_index)
         if lm is None or not np.isfinite(lm).all():
             return None
         frame = avatar.frame(frame_index)
         rig = FaceRig.build(lm, frame.shape[:2], self.region_side, eyes=bool(getattr(avatar, "is_photo", False)))
         entry = (rig, MouthInterior.build(np.asarray(frame), rig))
-        with self._lock:
-            per_avatar[src] = entry
-            while len(per_avatar) > RIG_CACHE:
-                per_avatar.popitem(last=False)
+        self._store(self._rigs, avatar, src, entry, RIG_CACHE)
         return entry
 
     # ---- rendering --------------------------------------------------------------------------------
@@ -182,22 +176,31 @@ class EmbeddedRenderer(Renderer):
                          interior: MouthInterior, params: MouthParams) -> np.ndarray:
         """The region image for these parameters (warp + mouth interior), cached; never modified
         after it is cached (paste_back only reads it)."""
-        src = avatar.source_index(frame_index) if hasattr(avatar, "source_index") else int(frame_index)
-        key = (src, dataclasses.astuple(params))
-        with self._lock:
-            per_avatar = self._rois.setdefault(avatar, OrderedDict())
-            hit = per_avatar.get(key)
-            if hit is not None:
-                per_avatar.move_to_end(key)
-                return hit
+        key = (_source_index(avatar, frame_index), dataclasses.astuple(params))
+        hit = self._cached(self._rois, avatar, key)
+        if hit is not None:
+            return hit
         disp = rig.displacement(params)
         work = rig.warp(frame, disp)
         interior.render(work, rig, disp, params)
-        with self._lock:
-            per_avatar[key] = work
-            while len(per_avatar) > ROI_CACHE:
-                per_avatar.popitem(last=False)
+        self._store(self._rois, avatar, key, work, ROI_CACHE)
         return work
+
+    # Per-avatar LRU caches (rigs, deformed regions), shared by the worker threads.
+    def _cached(self, store: weakref.WeakKeyDictionary, avatar: Any, key: Any) -> Any:
+        with self._lock:
+            per_avatar = store.setdefault(avatar, OrderedDict())
+            hit = per_avatar.get(key)
+            if hit is not None:
+                per_avatar.move_to_end(key)
+            return hit
+
+    def _store(self, store: weakref.WeakKeyDictionary, avatar: Any, key: Any, value: Any, limit: int) -> None:
+        with self._lock:
+            per_avatar = store.setdefault(avatar, OrderedDict())
+            per_avatar[key] = value
+            while len(per_avatar) > limit:
+                per_avatar.popitem(last=False)
 
     def rest_frame(self, avatar: Any, frame_index: int, state: RenderState) -> np.ndarray:
         return self.render_params(avatar, frame_index, MouthParams(), state)
@@ -223,6 +226,10 @@ class EmbeddedRenderer(Renderer):
                 "blendshapes": dict(zip(names, shapes[k].astype(float).tolist())),
             })
         return RenderedChunk(frames, events)
+
+
+def _source_index(avatar: Any, frame_index: int) -> int:
+    return avatar.source_index(frame_index) if hasattr(avatar, "source_index") else int(frame_index)
 
 
 def render_embedded(avatar: Any, audio: Any, fps: float = 25.0, seed: int = 0,

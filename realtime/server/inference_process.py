@@ -149,12 +149,9 @@ class EncoderProxy:
         self._reset = True  # sent with the next push: one round trip
 
     def push(self, samples: np.ndarray) -> list[tuple[int, np.ndarray]]:
+        # On failure the caller restarts the encoder on its frame grid (reset(), as after any lost audio).
         reset, self._reset = self._reset, False
-        try:
-            return self.backend.call(("encode", self.id, self.lookahead, np.asarray(samples, np.float32), reset))
-        except WorkerBusy:
-            self._reset = True  # the child's state may be gone: start over on the caller's grid
-            raise
+        return self.backend.call(("encode", self.id, self.lookahead, np.asarray(samples, np.float32), reset))
 
     def release(self) -> None:
         self.backend.call(("release", ("enc", self.id)))

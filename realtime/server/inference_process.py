@@ -24,7 +24,6 @@ from __future__ import annotations
 import itertools
 import logging
 import multiprocessing as mp
-import pickle
 import queue
 import threading
 import time
@@ -34,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from realtime.render.base import Renderer, RenderedChunk, RenderState
+from realtime.server.shm_channel import ANSWER_BYTES, REQUEST_BYTES, Region
 from realtime.server.worker import WorkerBusy
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,13 @@ class ProcessBackend:
         self._generation = 0
         self._last_start = 0.0
         self._ids = itertools.count(1)
-        self._start()
+        # per pipe: (request region, answer region), kept across child restarts
+        self._regions = [(Region(REQUEST_BYTES), Region(ANSWER_BYTES)) for _ in range(connections)]
+        try:
+            self._start()
+        except BaseException:
+            self._close_regions()
+            raise
 
     def new_id(self) -> int:
         return next(self._ids)
@@ -67,12 +73,13 @@ class ProcessBackend:
     def _start(self) -> None:
         ctx = mp.get_context("spawn")  # never fork a process that already runs threads
         pairs = [ctx.Pipe(duplex=True) for _ in range(self.n_conn)]
-        self._proc = ctx.Process(target=child_main, args=([c for _, c in pairs], self.spec),
+        names = [(rq.name, an.name) for rq, an in self._regions]
+        self._proc = ctx.Process(target=child_main, args=([c for _, c in pairs], self.spec, names),
                                  name="syncvid-inference", daemon=True)
         self._proc.start()
         for _, c in pairs:
             c.close()  # the child's ends live in the child now
-        self._pool: queue.Queue[Connection] = queue.Queue()
+        self._pool: queue.Queue[tuple[Connection, Region, Region]] = queue.Queue()
         first = pairs[0][0]
         if not first.poll(READY_TIMEOUT_S):
             self._proc.kill()
@@ -81,8 +88,8 @@ class ProcessBackend:
         if status != "ready":
             self._proc.join(5)
             raise RuntimeError(f"the inference process failed to start: {info}")
-        for p, _ in pairs:
-            self._pool.put(p)
+        for (p, _), (rq, an) in zip(pairs, self._regions):
+            self._pool.put((p, rq, an))
         self._generation += 1
         self._last_start = time.monotonic()
         log.info("inference process %d ready (%s)", self._proc.pid, info)
@@ -91,16 +98,17 @@ class ProcessBackend:
         """Sends one request, waits for its answer (from a worker thread, never the event loop)."""
         gen = self._generation
         try:
-            conn = self._pool.get(timeout=5.0)
+            slot = self._pool.get(timeout=5.0)
         except queue.Empty:
             raise WorkerBusy("no free connection to the inference process") from None
+        conn, req_region, ans_region = slot
         try:
-            conn.send_bytes(pickle.dumps(request, protocol=5))
-            status, value = pickle.loads(conn.recv_bytes())
+            conn.send_bytes(req_region.pack(request))
+            status, value = ans_region.unpack(conn.recv_bytes())
         except (EOFError, OSError) as e:
             self._restart(gen, e)
             raise WorkerBusy(f"the inference process stopped ({type(e).__name__}); restarting it") from None
-        self._pool.put(conn)
+        self._pool.put(slot)
         if status == "error":
             raise value
         return value
@@ -120,7 +128,7 @@ class ProcessBackend:
     def _drain_pool(self) -> None:
         while True:
             try:
-                self._pool.get_nowait().close()
+                self._pool.get_nowait()[0].close()
             except queue.Empty:
                 return
 
@@ -134,6 +142,12 @@ class ProcessBackend:
             if self._proc.is_alive():
                 self._proc.kill()
                 self._proc.join(1.0)
+            self._close_regions()
+
+    def _close_regions(self) -> None:
+        for regions in self._regions:
+            for r in regions:
+                r.close()
 
 
 class EncoderProxy:
@@ -182,7 +196,7 @@ class RendererProxy(Renderer):
 
 
 # ---- child ------------------------------------------------------------------------------------------
-def child_main(conns: list[Connection], spec: dict) -> None:
+def child_main(conns: list[Connection], spec: dict, regions: list[tuple[str | None, str | None]]) -> None:
     from realtime.server.inference_child import ChildEngine
 
     try:
@@ -191,17 +205,22 @@ def child_main(conns: list[Connection], spec: dict) -> None:
         conns[0].send(("error", f"{type(e).__name__}: {e}"))
         return
     conns[0].send(("ready", engine.describe()))
+    channels = {c: (_attach(rq), _attach(an)) for c, (rq, an) in zip(conns, regions)}
     live = list(conns)
     while live:
         requests = []
         for c in wait(live):
             try:
-                requests.append((c, pickle.loads(c.recv_bytes())))
+                requests.append((c, channels[c][0].unpack(c.recv_bytes())))
             except (EOFError, OSError):  # the server closed this pipe (shutdown)
                 live.remove(c)
         for c, answer in engine.serve(requests):
             try:
-                c.send_bytes(pickle.dumps(answer, protocol=5))
+                c.send_bytes(channels[c][1].pack(answer))
             except OSError:
                 if c in live:
                     live.remove(c)
+
+
+def _attach(name: str | None) -> Region:
+    return Region(name=name) if name else Region(0)

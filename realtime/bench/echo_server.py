@@ -1,7 +1,7 @@
 """A trivial zero-delay echo server speaking the same /ws offer/answer protocol: the transport floor.
 
-Each outgoing video slot shows the avatar's first frame with a dark mouth box when the most recent
-received 20 ms audio packet is loud, and the outgoing audio is the most recent received packet. No
+Each outgoing video slot shows the avatar's first frame with the mouth open (drawn once, in advance,
+by the embedded renderer) when the most recent received 20 ms audio packet is loud, and the outgoing audio is the most recent received packet. No
 look-ahead, no model, no queue: whatever delay a client measures against it is aiortc's transport
 (jitter buffers, codecs, pacing). `syncvid bench realtime` runs it in a subprocess next to the real
 server. Run by hand: ``python -m realtime.bench.echo_server --port 8090``.
@@ -21,14 +21,17 @@ log = logging.getLogger(__name__)
 LOUD_RMS = 10 ** (-35 / 20)  # a speech packet; quieter is silence
 
 
-def mouth_box(avatar) -> tuple[slice, slice]:
-    """Rows/cols around the lips (FaceMesh 61/291 corners, 0/17 outer lips), with room for the jaw."""
-    lm = avatar.landmarks(0)
-    pts = lm[[61, 291, 0, 17, 13, 14]]
-    x0, y0 = pts.min(0)
-    x1, y1 = pts.max(0)
-    h = y1 - y0
-    return slice(int(y0 - 0.2 * h), int(y1 + 0.6 * h)), slice(int(x0), int(x1))
+def echo_frames(avatar, jaw_open: float = 0.7) -> tuple[np.ndarray, np.ndarray]:
+    """The echo's two frames, drawn once by the embedded renderer (no idle motion): mouth at rest,
+    and mouth open as wide as speech opens it, so a landmark detector reads both like the engine's."""
+    from realtime.render.embedded import EmbeddedRenderer
+    from realtime.render.mouth_warp import MouthParams
+
+    r = EmbeddedRenderer(idle=False)
+    state = r.new_state(0)
+    rest = r.render_params(avatar, 0, MouthParams(), state)
+    opened = r.render_params(avatar, 0, MouthParams(jawOpen=jaw_open), state)
+    return np.ascontiguousarray(rest), np.ascontiguousarray(opened)
 
 
 async def serve_echo(host: str, port: int) -> None:
@@ -40,10 +43,7 @@ async def serve_echo(host: str, port: int) -> None:
     from realtime.server.media import (AUDIO_OUT_RATE, AudioOutputTrack, MediaClock, VideoOutputTrack)
 
     avatar = default_avatar()
-    rest = np.ascontiguousarray(avatar.frame(0))
-    opened = rest.copy()
-    rows, cols = mouth_box(avatar)
-    opened[rows.start + (rows.stop - rows.start) // 4 : rows.stop - (rows.stop - rows.start) // 4, cols] = (25, 8, 8)
+    rest, opened = echo_frames(avatar)
 
     async def handler(ws) -> None:
         msg = json.loads(await ws.recv())

@@ -5,9 +5,8 @@ subprocesses and probes both from aiortc peers in this process:
 
 - engine latency p50/p95 (server's own instrumentation: audio packet arrival -> departure of the
   frame showing it), per look-ahead mode;
-- glass-to-glass: speech burst onset sent -> first received frame whose mouth opens (a mouth-region
-  darkness detector calibrated on the rest frames of the same stream), engine and echo, and the
-  difference;
+- glass-to-glass: speech burst onset sent -> first received frame whose mouth opens (FaceMesh
+  landmarks on the received frames, run after the session), engine and echo, and the difference;
 - A/V offset at the receiver: first loud received audio frame vs first mouth-open video frame of the
   same burst; drift = last quarter minus first quarter of the session;
 - capacity: the most concurrent sessions at 25 fps with < 1 % late frames.
@@ -110,14 +109,16 @@ def speech_bursts(path: str, n: int) -> list[np.ndarray]:
 
 
 class Probe:
-    """Per-stream detector: mouth-region luma per received frame, loudness per audio frame.
+    """Per-stream recorder and detector: the face region of every received frame, loudness per
+    received audio frame; after the session, mouth opening per frame from FaceMesh landmarks
+    (``realtime.bench.mouth_open``).
 
-    Signal: mean absolute difference of the mouth region against the median rest frame of the
-    calibration period. Idle head sway moves that baseline slowly, so an onset counts when the
-    signal rises ``JUMP`` gray levels above its median over the 250 ms before the speech onset.
+    A burst's mouth onset is the first frame after the speech onset whose opening exceeds the median
+    opening over the 250 ms before the onset by ``JUMP`` (inner-lip gap over mouth width; the
+    renderer opens it to ~0.2-0.5 on vowels, landmark noise at rest is ~0.01).
     """
 
-    JUMP = 4.0  # gray levels; frame-to-frame noise at rest is ~0.5 (H.264 + idle motion)
+    JUMP = 0.08
 
     def __init__(self, box) -> None:
         self.box = box
@@ -125,35 +126,53 @@ class Probe:
         self.audio: list[tuple[float, float]] = []
 
     def on_video(self, t: float, img: np.ndarray) -> None:
-        m = img[self.box].astype(np.float32)  # luma (H, W) from the peer's fast path
-        self.video.append((t, (m.mean(-1) if m.ndim == 3 else m)[::2, ::2]))
+        self.video.append((t, np.array(img[self.box])))  # Y plane of the face region, copied
 
     def on_audio(self, t: float, x: np.ndarray) -> None:
         self.audio.append((t, float(np.sqrt(np.mean((x / 32768.0) ** 2)))))
 
-    def analyse(self, onsets: list[float], calib_until: float) -> dict:
-        rest = [m for t, m in self.video if t < calib_until]
-        ref = np.median(np.stack(rest), 0) if rest else self.video[0][1]
+    def analyse(self, onsets: list[float], calib_until: float, delays: list[float] | None = None) -> dict:
+        """Per burst: raw glass-to-glass (onset sent -> first mouth-open frame received), the same
+        minus the burst's content delay (``realtime.bench.g2g_reference``; 0 for the echo), and the
+        A/V offset at the receiver: mouth-open frame minus content delay minus first loud audio."""
+        from realtime.bench.mouth_open import opening_series
+
         vt = np.array([t for t, _ in self.video])
-        vv = np.array([float(np.abs(m - ref).mean()) for _, m in self.video])
+        vv = opening_series([m for _, m in self.video])
+        self.video = []  # the crops are large; the series is all that is needed from here on
+        ok = ~np.isnan(vv)
         at = np.array([t for t, _ in self.audio])
         av_ = np.array([v for _, v in self.audio])
-        g2g, offsets = [], []
-        for on in onsets:
-            before = vv[(vt > on - 0.25) & (vt <= on)]
-            base = float(np.median(before)) if len(before) else float(np.median(vv[vt < calib_until]))
-            win = (vt > on) & (vt < on + BURST_S + GAP_S)
-            hit = np.nonzero(win & (vv > base + self.JUMP))[0]
+        rest = vv[ok & (vt < calib_until)]
+        g2g, g2g_net, offsets, raw_av = [], [], [], []
+        for k, on in enumerate(onsets):
+            d = delays[k] if delays is not None else 0.0
+            before = vv[ok & (vt > on - 0.25) & (vt <= on)]
+            base = float(np.median(before)) if len(before) else float(np.median(rest)) if len(rest) else 0.0
+            win = ok & (vt > on) & (vt < on + BURST_S + GAP_S)
+            hit = np.nonzero(win & (np.nan_to_num(vv) > base + self.JUMP))[0]
             if len(hit):
                 g2g.append(vt[hit[0]] - on)
+                if not np.isnan(d):
+                    g2g_net.append(vt[hit[0]] - on - d)
             awin = (at > on) & (at < on + BURST_S + GAP_S)
             ahit = np.nonzero(awin & (av_ > 0.01))[0]
             if len(hit) and len(ahit):
-                offsets.append(vt[hit[0]] - at[ahit[0]])  # > 0: video after audio
-        return {"threshold": self.JUMP, "g2g": g2g, "av": offsets, "onsets": len(onsets)}
+                raw_av.append(vt[hit[0]] - at[ahit[0]])
+                if not np.isnan(d):
+                    offsets.append(vt[hit[0]] - d - at[ahit[0]])  # > 0: video after audio
+        return {"threshold": self.JUMP, "g2g": g2g, "g2g_net": g2g_net, "av": offsets, "av_raw": raw_av,
+                "onsets": len(onsets),
+                "face_found": round(float(ok.mean()), 4) if len(ok) else 0.0,
+                "rest_opening": {"median": round(float(np.median(rest)), 4) if len(rest) else None,
+                                 "p95": round(float(np.percentile(rest, 95)), 4) if len(rest) else None},
+                "speech_opening_p90": round(float(np.nanpercentile(vv[vt >= calib_until], 90)), 4)
+                if np.any(ok & (vt >= calib_until)) else None}
 
 
-async def probe_server(url: str, box, seconds: float, bursts: list[np.ndarray], options: dict) -> dict:
+async def probe_server(url: str, box, seconds: float, bursts: list[np.ndarray], options: dict,
+                       delays: list[float] | None = None, analyse: bool = True) -> dict:
+    """One probe session; ``delays[k]`` is burst k's content delay (None: 0, the echo)."""
     from clients.webrtc_peer import WebRTCPeer
 
     probe = Probe(box)
@@ -173,7 +192,10 @@ async def probe_server(url: str, box, seconds: float, bursts: list[np.ndarray], 
     await asyncio.sleep(1.0)
     steady = [t for t in peer.video_times if t >= t_start + 1.0]  # after the first second
     await peer.close()
-    out = probe.analyse(onsets, calib_until)
+    if not analyse:  # a warm-up session: nothing to measure
+        return {}
+    out = probe.analyse(onsets, calib_until, [delays[k % len(delays)] for k in range(len(onsets))]
+                        if delays is not None else None)
     out["rx_fps"] = (len(steady) - 1) / max(1e-6, steady[-1] - steady[0]) if len(steady) > 1 else 0.0
     return out
 
@@ -188,9 +210,13 @@ def summarize(res: dict) -> dict:
     return {
         "g2g_ms": {"p50": pct(res["g2g"], 50), "p95": pct(res["g2g"], 95), "n": len(res["g2g"]),
                    "onsets": res["onsets"]},
+        "g2g_net_ms": {"p50": pct(res.get("g2g_net", []), 50), "p95": pct(res.get("g2g_net", []), 95),
+                       "n": len(res.get("g2g_net", []))},
         "av_offset_ms": {"median": pct(av, 50), "p95_abs": pct(np.abs(av), 95) if av else None,
                          "drift": round((np.median(av[-q:]) - np.median(av[:q])) * 1000, 1) if len(av) >= 4 else None},
         "rx_fps": round(res["rx_fps"], 2),
+        "detector": {k: res[k] for k in ("threshold", "face_found", "rest_opening", "speech_opening_p90") if k in res},
+        "per_burst_ms": {k: [round(x * 1000, 1) for x in res.get(k, [])] for k in ("g2g", "g2g_net", "av", "av_raw")},
     }
 
 
@@ -232,20 +258,25 @@ async def capacity(port: int, box, n: int, seconds: float, bursts, options: dict
 
 
 async def run_async(args) -> dict:
-    from realtime.bench.echo_server import mouth_box
+    from realtime.bench.mouth_open import face_box
     from realtime.face.avatar import default_avatar
 
-    box = mouth_box(default_avatar())
+    box = face_box(default_avatar())
     n_bursts = int(args.duration / (BURST_S + GAP_S)) + 2
     bursts = speech_bursts(args.audio, n_bursts)
     results: dict = {"machine": "AMD EPYC, 2 cores, no GPU (other jobs running concurrently)",
                      "duration_s": args.duration, "modes": {}}
+    from realtime.bench.g2g_reference import content_delays
+
+    modes = [m for m in args.modes.split(",") if m]
+    log.info("content delay of each burst (offline render, same detector)...")
+    delays = {m: content_delays(bursts, m, box, Probe.JUMP) for m in modes}
     echo_port = free_port()
     # not started at all with --skip-echo: an idle WebRTC server is CPU the capacity probe needs
     echo = (None if args.skip_echo else
             start_process(["-m", "realtime.bench.echo_server", "--port", str(echo_port)], echo_port, None))
     try:
-        for mode in [m for m in args.modes.split(",") if m]:
+        for mode in modes:
             port = free_port()
             cmd = ["-c", "import sys; from realtime.cli import main; sys.exit(main())", "serve", "--port", str(port), "--max-sessions", str(args.max_sessions + 1)]
             if mode == "low":
@@ -255,24 +286,29 @@ async def run_async(args) -> dict:
             server = start_process(cmd, port, "/healthz")
             try:
                 # a throwaway session warms the models up (first inference is slow)
-                await probe_server(f"ws://127.0.0.1:{port}/ws", box, CALIBRATE_S + 3, bursts, {})
+                await probe_server(f"ws://127.0.0.1:{port}/ws", box, CALIBRATE_S + 3, bursts, {}, analyse=False)
                 http_json(port, "/stats?reset=1")
-                eng = await probe_server(f"ws://127.0.0.1:{port}/ws", box, args.duration, bursts, {})
+                eng = await probe_server(f"ws://127.0.0.1:{port}/ws", box, args.duration, bursts, {},
+                                         delays=delays[mode])
                 stats = http_json(port, "/stats")
                 if args.skip_echo:
-                    floor = {"g2g": [], "av": [], "onsets": 0, "rx_fps": 0.0}
+                    floor = {"g2g": [], "g2g_net": [], "av": [], "onsets": 0, "rx_fps": 0.0}
                 else:
                     floor = await probe_server(f"ws://127.0.0.1:{echo_port}/ws", box, args.duration, bursts, {})
                 e, f = summarize(eng), summarize(floor)
                 over = {q: (round(e["g2g_ms"][q] - f["g2g_ms"][q], 1) if e["g2g_ms"][q] is not None
                             and f["g2g_ms"][q] is not None else None) for q in ("p50", "p95")}
+                over_net = {q: (round(e["g2g_net_ms"][q] - f["g2g_ms"][q], 1) if e["g2g_net_ms"][q] is not None
+                                and f["g2g_ms"][q] is not None else None) for q in ("p50", "p95")}
                 em, fm = e["av_offset_ms"]["median"], f["av_offset_ms"]["median"]
                 results["modes"][mode] = {"engine_latency_ms": stats["engine_latency_ms"], "engine": e, "echo": f,
                                           # aiortc's receiver has no lip sync (its audio jitter buffer
                                           # holds ~80 ms more than video): the echo's offset is that
                                           "av_offset_vs_echo_ms": (round(em - fm, 1) if em is not None
                                                                    and fm is not None else None),
-                                          "g2g_over_floor_ms": over, "server_frames": stats["frames"],
+                                          "g2g_over_floor_ms": over, "g2g_net_over_floor_ms": over_net,
+                                          "content_delay_ms": [round(x * 1000, 1) for x in delays[mode]],
+                                          "server_frames": stats["frames"],
                                           "render_ms_per_frame": stats["render_ms_per_frame"],
                                           "encode_ms_per_push": stats["encode_ms_per_push"]}
                 if not args.skip_capacity and mode == "full":
@@ -294,18 +330,22 @@ async def run_async(args) -> dict:
 
 
 def print_table(r: dict) -> None:
+    def pair(d: dict) -> str:
+        return f"{d['p50']} / {d['p95']}"
+
     print(f"syncvid bench realtime — {r['machine']}, {r['duration_s']:.0f} s per probe")
-    print(f"{'mode':<6}{'engine p50/p95 ms':>20}{'g2g p50/p95 ms':>18}{'echo floor p50/p95':>21}"
-          f"{'over floor p50/p95':>21}{'A/V med/p95|.| ms':>20}{'echo A/V':>9}{'A/V-echo':>9}{'drift ms':>9}{'rx fps':>8}")
+    print(f"{'mode':<6}{'engine p50/p95':>18}{'g2g raw':>18}{'g2g - content':>18}{'echo floor':>18}"
+          f"{'over floor raw':>18}{'over floor net':>18}{'A/V med/p95|.|':>18}{'echo A/V':>9}{'A/V-echo':>9}"
+          f"{'drift':>7}{'rx fps':>7}")
     for mode, m in r["modes"].items():
-        el, e, f, o = m["engine_latency_ms"], m["engine"], m["echo"], m["g2g_over_floor_ms"]
-        print(f"{mode:<6}{str(el['p50']) + ' / ' + str(el['p95']):>20}"
-              f"{str(e['g2g_ms']['p50']) + ' / ' + str(e['g2g_ms']['p95']):>18}"
-              f"{str(f['g2g_ms']['p50']) + ' / ' + str(f['g2g_ms']['p95']):>21}"
-              f"{str(o['p50']) + ' / ' + str(o['p95']):>21}"
-              f"{str(e['av_offset_ms']['median']) + ' / ' + str(e['av_offset_ms']['p95_abs']):>20}"
+        e, f = m["engine"], m["echo"]
+        print(f"{mode:<6}{pair(m['engine_latency_ms']):>18}{pair(e['g2g_ms']):>18}{pair(e['g2g_net_ms']):>18}"
+              f"{pair(f['g2g_ms']):>18}{pair(m['g2g_over_floor_ms']):>18}{pair(m['g2g_net_over_floor_ms']):>18}"
+              f"{str(e['av_offset_ms']['median']) + ' / ' + str(e['av_offset_ms']['p95_abs']):>18}"
               f"{str(f['av_offset_ms']['median']):>9}{str(m['av_offset_vs_echo_ms']):>9}"
-              f"{str(e['av_offset_ms']['drift']):>9}{e['rx_fps']:>8}")
+              f"{str(e['av_offset_ms']['drift']):>7}{e['rx_fps']:>7}")
+    print("(ms; g2g - content: minus each burst's content delay, see realtime.bench.g2g_reference; "
+          "A/V: video after audio > 0, content delay removed)")
     for c in r.get("capacity", []):
         print(f"capacity: {c['sessions']} sessions: late {c['late_frac'] * 100:.2f} %, "
               f"sent {c['sent_fps_per_session']} fps/session, min rx {c['rx_fps_min']} fps, "

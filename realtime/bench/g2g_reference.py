@@ -1,0 +1,87 @@
+"""How late each probe burst opens the mouth by its content alone (`syncvid bench realtime`).
+
+A burst that starts with "m" or "s" opens the mouth a few frames after its acoustic onset however
+fast the engine is, so the raw glass-to-glass time mixes the engine's delay with the phonetics of
+the burst. Each distinct burst is rendered here with no transport and no clock at all: the same
+streaming encoder (40 ms pushes), viseme model and renderer the server runs, one second of silence
+before the onset, and the same landmark detector and threshold as the live probe. The content
+delay is the start of the first frame that opens the mouth minus the onset (negative when the model
+opens it before the sound), averaged over four positions of the onset within its frame (live, the
+onset falls anywhere in a frame). A burst whose delay moves by more than two frames with that
+position (its opening hovers around the threshold) is ambiguous and left out (NaN). The live probe subtracts it per burst, which
+leaves what the transport and the engine add.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+LEAD_S = 1.0  # silence before the onset: frame 25 starts at the onset
+TAIL_S = 0.4
+PUSH = 640  # 40 ms at 16 kHz, the server's packet cadence
+PHASES_S = (0.0, 0.01, 0.02, 0.03)  # onset positions within its frame
+MAX_SPREAD_S = 0.08  # over those positions, or the burst's content delay is ambiguous
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    y = 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
+    return np.clip(y + 0.5, 0, 255).astype(np.uint8)
+
+
+def content_delays(bursts: list[np.ndarray], lookahead: str, box, jump: float, fps: int = 25) -> list[float]:
+    """Seconds from each burst's onset (48 kHz int16, as the probe plays them) to its first
+    mouth-open frame, rendered offline; NaN when the mouth never opens past ``jump`` or the delay
+    is ambiguous."""
+    from scipy.signal import resample_poly
+
+    from realtime.audio.streaming import StreamingAudioEncoder, StreamingWeights
+    from realtime.audio.whisper_loader import load_whisper
+    from realtime.face.avatar import default_avatar
+    from realtime.render.embedded import EmbeddedRenderer
+    from realtime.visemes.windows import WINDOWS
+
+    avatar = default_avatar()
+    weights = StreamingWeights(load_whisper())
+    w = WINDOWS[lookahead]
+    renderer = EmbeddedRenderer(lookahead=lookahead, idle=False)
+    onset = int(round(LEAD_S * fps))
+    memo: dict[bytes, float] = {}
+    out = []
+    for b in bursts:
+        key = b.tobytes()
+        if key not in memo:
+            x = resample_poly(b.astype(np.float32) / 32768.0, 1, 3).astype(np.float32)
+            delays = []
+            for phase in PHASES_S:  # live, the onset falls anywhere in a frame: average over where
+                audio = np.concatenate([np.zeros(int((LEAD_S + phase) * 16000), np.float32), x,
+                                        np.zeros(int(TAIL_S * 16000), np.float32)])
+                series = _opening(audio, enc_for=lambda: StreamingAudioEncoder(
+                    weights, fps=fps, extra_lookahead_ms=0, block=(w.past, w.future)),
+                    renderer=renderer, avatar=avatar, box=box)
+                base = float(np.nanmedian(series[onset - 6 : onset - 3]))
+                cand = [i for i in range(onset - 3, len(series)) if series[i] > base + jump]
+                delays.append((cand[0] - onset) / fps - phase if cand else float("nan"))
+            # a burst whose opening hovers at the threshold (first crossing jumping by frames with the
+            # onset's position) has no well-defined content delay: left out (NaN) of the net figures
+            spread = max(delays) - min(delays) if not np.isnan(delays).any() else np.inf
+            memo[key] = float(np.mean(delays)) if spread <= MAX_SPREAD_S else float("nan")
+        out.append(memo[key])
+    return out
+
+
+def _opening(audio: np.ndarray, enc_for, renderer, avatar, box) -> np.ndarray:
+    """Mouth opening per frame of ``audio`` (16 kHz) through the live pipeline, without a clock."""
+    from realtime.bench.mouth_open import opening_series
+
+    enc = enc_for()
+    feats = {}
+    for s in range(0, len(audio) - PUSH + 1, PUSH):
+        for f in enc.push(audio[s : s + PUSH]):
+            feats[f.index] = f.features.numpy()
+    idx = np.array(sorted(feats))
+    blocks = np.stack([feats[i] for i in idx])
+    state = renderer.new_state(0)
+    frames: list[np.ndarray] = []
+    for s in range(0, len(idx), 4):
+        frames += renderer.render_chunk(avatar, idx[s : s + 4], blocks[s : s + 4], state).frames
+    return opening_series([_luma(f)[box] for f in frames])

@@ -36,6 +36,8 @@ def add_arguments(p) -> None:
     p.add_argument("--repeats", type=int, default=3, help="runs per setting; compute is the median")
     p.add_argument("--memory-minutes", type=float, default=10.0, help="length of the long stream of the memory check (0: skip)")
     p.add_argument("--no-baseline", action="store_true", help="skip the naive-approach comparison row")
+    p.add_argument("--light", action="store_true",
+                   help="add a row for the light mode an overloaded server switches to (settle steps halved)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
 
 
@@ -185,6 +187,11 @@ def run(args) -> int:
             r = _measure(weights, clips, offline, args.repeats, extra_lookahead_ms=extra, hop_frames=hop)
             rows.append(dict(setting="rolling cache", extra_ms=extra, hop_frames=hop, dtype=str(weights.dtype), **r))
             log.info("extra %g ms, hop %d: done", extra, hop)
+    if args.light:
+        from realtime.audio.streaming import DEFAULT_SETTLE_STEPS
+
+        r = _measure(weights, clips, offline, args.repeats, settle_steps=DEFAULT_SETTLE_STEPS // 2)
+        rows.append(dict(setting="light (server degraded)", extra_ms=0.0, hop_frames=1, dtype=str(weights.dtype), **r))
     if not args.no_baseline:
         # The first experiment's approach: past keys/values at absolute positions, each frame's 10
         # steps recomputed, fp32, no stand-in future.

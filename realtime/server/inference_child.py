@@ -50,10 +50,11 @@ class ChildEngine:
         if pushes:
             try:
                 items = []
-                for _, (_, eid, lookahead, samples, reset) in pushes:
+                for _, (_, eid, lookahead, samples, reset, light) in pushes:
                     enc = self._encoder(eid, lookahead)
                     if reset:
                         enc.reset()
+                    enc.light = light
                     items.append((enc, samples))
                 results = push_many(items)
             except Exception as e:  # not one stream's bad audio (push_many reports those per stream)

@@ -158,6 +158,7 @@ class EncoderProxy:
         self.backend, self.lookahead, self.fps = backend, lookahead, fps
         self.id = backend.new_id()
         self._reset = False
+        self.light = False  # StreamingAudioEncoder.light, applied in the child with each push
 
     def reset(self) -> None:
         self._reset = True  # sent with the next push: one round trip
@@ -165,7 +166,8 @@ class EncoderProxy:
     def push(self, samples: np.ndarray) -> list[tuple[int, np.ndarray]]:
         # On failure the caller restarts the encoder on its frame grid (reset(), as after any lost audio).
         reset, self._reset = self._reset, False
-        return self.backend.call(("encode", self.id, self.lookahead, np.asarray(samples, np.float32), reset))
+        return self.backend.call(("encode", self.id, self.lookahead, np.asarray(samples, np.float32), reset,
+                                  bool(self.light)))
 
     def release(self) -> None:
         self.backend.call(("release", ("enc", self.id)))

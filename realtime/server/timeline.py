@@ -27,6 +27,7 @@ ARRIVAL_MARGIN_S = 0.008  # packets arriving this much earlier than the anchor s
 REANCHOR_S = 0.008  # re-anchoring is for clock drift (ppm): only a clear, lasting shift
 REANCHOR_SILENCE_S = 3.0  # input silent this long (and nothing pending): a shift is unnoticeable
 MAX_ENCODE_BACKLOG_S = 1.0  # more audio than this waiting for the encoder: skip ahead
+LIGHT_ENCODER_LEVEL = 2  # degradation level from which encoder calls are the cheap kind
 REST_STRIDE = 2  # rest (idle-motion) frames rendered for every 2nd avatar frame: 12.5 fps idle motion
 GATE_AFTER_S = 0.4  # silence fed to the encoder before it is gated (covers block past + hangover)
 GATE_CONTEXT_S = 0.2  # audio before a speech onset re-encoded on resume (the block's past steps)
@@ -203,6 +204,8 @@ class InputStage:
 
     def _encode(self, samples: np.ndarray, reset: bool) -> list:
         t = time.perf_counter()
+        if hasattr(self.encoder, "light"):  # degraded: cheaper encoder calls (StreamingAudioEncoder.light)
+            self.encoder.light = self.level >= LIGHT_ENCODER_LEVEL
         if reset:
             self.encoder.reset()
         out = self.encoder.push(samples)

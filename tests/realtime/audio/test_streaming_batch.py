@@ -61,3 +61,25 @@ def test_push_many_reports_bad_audio_per_stream(weights):
     assert isinstance(res[0], list) and len(res[0]) >= 5  # the other stream is unaffected
     ref = StreamingAudioEncoder(weights).push(x)
     assert [f.index for f in res[0]] == [f.index for f in ref]
+
+
+def test_light_mode_halves_settling_between_pushes_and_stays_close(weights):
+    from realtime.audio.streaming import DEFAULT_SETTLE_STEPS
+
+    clip = _audio(3.0, 7)
+    full = StreamingAudioEncoder(weights)
+    mixed = StreamingAudioEncoder(weights)
+    assert not mixed.light and mixed.settle_steps == DEFAULT_SETTLE_STEPS
+    want, got, rows = [], [], []
+    for k, pos in enumerate(range(0, 3 * SR, 640)):
+        mixed.light = 25 <= k < 50  # the server degrades for a second, then recovers
+        assert mixed.settle_steps == (DEFAULT_SETTLE_STEPS // 2 if mixed.light else DEFAULT_SETTLE_STEPS)
+        want += full.push(clip[pos : pos + 640])
+        rows.append(mixed.window_x.shape[0])  # unsettled steps carried into the next call
+        got += mixed.push(clip[pos : pos + 640])
+    assert [f.index for f in got] == [f.index for f in want] and len(got) >= 70
+    assert max(rows[30:50]) <= DEFAULT_SETTLE_STEPS // 2 < max(rows[60:])  # fewer rows re-encoded per call
+    cos = [float(torch.nn.functional.cosine_similarity(g.features.flatten(), w.features.flatten(), dim=0))
+           for g, w in zip(got, want)]
+    assert min(cos[:20]) > 0.9999  # identical before the switch
+    assert 0.9 < min(cos) and np.mean(cos) > 0.97  # close while light (random weights: a loose bound)

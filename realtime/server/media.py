@@ -52,13 +52,15 @@ class AudioRing:
         self.valid_from = 0  # absolute index of the oldest sample still meaningful (after clear())
 
     def write(self, samples: np.ndarray) -> None:
-        samples = np.asarray(samples, dtype=self.buf.dtype).reshape(-1)[-self.capacity :]
+        samples = np.asarray(samples, dtype=self.buf.dtype).reshape(-1)
+        total = len(samples)
+        samples = samples[-self.capacity :]  # more than the ring holds: only the newest fit
         n = len(samples)
-        i = self.end % self.capacity
+        i = (self.end + total - n) % self.capacity
         first = min(n, self.capacity - i)
         self.buf[i : i + first] = samples[:first]
         self.buf[: n - first] = samples[first:]
-        self.end += n
+        self.end += total
 
     def write_silence(self, n: int) -> None:
         n = int(n)
@@ -73,9 +75,11 @@ class AudioRing:
         out = np.zeros(n, dtype=self.buf.dtype)
         lo = max(start, self.valid_from, self.end - self.capacity)
         hi = min(start + n, self.end)
-        if hi > lo:
-            idx = np.arange(lo, hi) % self.capacity
-            out[lo - start : hi - start] = self.buf[idx]
+        if hi > lo:  # at most two slices of the ring (no index arrays: this runs on the event loop)
+            i, n_valid = lo % self.capacity, hi - lo
+            first = min(n_valid, self.capacity - i)
+            out[lo - start : lo - start + first] = self.buf[i : i + first]
+            out[lo - start + first : hi - start] = self.buf[: n_valid - first]
         return out
 
     def clear(self) -> None:

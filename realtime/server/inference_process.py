@@ -84,11 +84,15 @@ class ProcessBackend:
         if not first.poll(READY_TIMEOUT_S):
             self._proc.kill()
             raise RuntimeError(f"the inference process did not load its models within {READY_TIMEOUT_S:.0f} s")
-        status, info = first.recv()
+        status, info, *attached = first.recv()
         if status != "ready":
             self._proc.join(5)
             raise RuntimeError(f"the inference process failed to start: {info}")
-        for (p, _), (rq, an) in zip(pairs, self._regions):
+        regions = self._regions
+        if attached and not attached[0]:  # the child could not map them: pipes only, both ways
+            log.warning("the inference process could not attach the shared memory; using the pipes only")
+            regions = [(Region(0), Region(0)) for _ in self._regions]
+        for (p, _), (rq, an) in zip(pairs, regions):
             self._pool.put((p, rq, an))
         self._generation += 1
         self._last_start = time.monotonic()
@@ -119,6 +123,8 @@ class ProcessBackend:
                 return  # closed, or another caller restarted it already
             log.error("inference process %s exited (%s: %s); starting a new one", self.pid, type(why).__name__, why)
             self._drain_pool()
+            if self._proc.is_alive():  # it must not answer into the regions the new child will use
+                self._proc.kill()
             self._proc.join(1.0)
             wait_s = RESTART_BACKOFF_S - (time.monotonic() - self._last_start)
             if wait_s > 0:  # a child that dies at once must not spin
@@ -206,8 +212,14 @@ def child_main(conns: list[Connection], spec: dict, regions: list[tuple[str | No
     except Exception as e:  # reported to the parent, which raises it with this text
         conns[0].send(("error", f"{type(e).__name__}: {e}"))
         return
-    conns[0].send(("ready", engine.describe()))
-    channels = {c: (_attach(rq), _attach(an)) for c, (rq, an) in zip(conns, regions)}
+    channels, attached = {}, True
+    for c, names in zip(conns, regions):
+        pair = (_attach(names[0]), _attach(names[1]))
+        attached = attached and all(r.shm is not None for name, r in zip(names, pair) if name)
+        channels[c] = pair
+    if not attached:  # the server then sends everything in band: so do we
+        channels = {c: (Region(0), Region(0)) for c in conns}
+    conns[0].send(("ready", engine.describe(), attached))
     live = list(conns)
     while live:
         requests = []

@@ -22,14 +22,14 @@ from multiprocessing import shared_memory
 log = logging.getLogger(__name__)
 
 REQUEST_BYTES = 1 << 20  # audio blocks of a render chunk, encoder pushes
-ANSWER_BYTES = 8 << 20  # up to 10 frames of 512 x 512 x 3
+ANSWER_BYTES = 4 << 20  # a chunk of max_chunk (4) frames of 512 x 512 x 3
 ALIGN = 64
 IN_BAND, SHARED = b"I", b"S"
 
 
 class Region:
-    """One direction of one pipe. ``create=True`` in the server (which owns and unlinks it);
-    the inference process attaches by ``name``."""
+    """One direction of one pipe. Created (with ``size``) by the server, which owns and unlinks it;
+    the inference process attaches by ``name``. ``Region(0)``: no region, everything in band."""
 
     def __init__(self, size: int = 0, name: str | None = None) -> None:
         self.owner = name is None
@@ -41,6 +41,8 @@ class Region:
             self.shm = (
                 shared_memory.SharedMemory(create=True, size=size) if self.owner
                 else shared_memory.SharedMemory(name=name))
+            if self.owner:
+                _reserve(self.shm)
         except OSError as e:  # no /dev/shm (or no room): every message goes through the pipe
             if self.owner:
                 log.warning("no shared memory for inference messages (%s); using the pipe only", e)
@@ -76,12 +78,31 @@ class Region:
         return pickle.loads(data, buffers=[bytearray(self.shm.buf[o : o + n]) for o, n in layout])
 
     def close(self) -> None:
-        if self.shm is None:
+        shm, self.shm = self.shm, None
+        if shm is None:
             return
-        self.shm.close()
-        if self.owner:
+        if self.owner:  # first: the name goes even if a late reader still holds a view
             try:
-                self.shm.unlink()
+                shm.unlink()
             except FileNotFoundError:
                 pass
-        self.shm = None
+        try:
+            shm.close()
+        except BufferError:  # a view still exported (a reader mid-copy at shutdown): freed with it
+            pass
+
+
+def _reserve(shm: shared_memory.SharedMemory) -> None:
+    """Allocates the region's pages now: a tmpfs without room must fail here (OSError, then the
+    pipe is used), not with SIGBUS at the first large message."""
+    import os
+
+    fd = getattr(shm, "_fd", -1)
+    if fd < 0 or not hasattr(os, "posix_fallocate"):
+        return
+    try:
+        os.posix_fallocate(fd, 0, shm.size)
+    except OSError:
+        shm.close()
+        shm.unlink()
+        raise

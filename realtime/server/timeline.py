@@ -205,7 +205,7 @@ class InputStage:
     def _encode(self, samples: np.ndarray, reset: bool) -> list:
         t = time.perf_counter()
         if hasattr(self.encoder, "light"):  # degraded: cheaper encoder calls (StreamingAudioEncoder.light)
-            self.encoder.light = self.level >= LIGHT_ENCODER_LEVEL
+            self.encoder.light = getattr(self, "level", 0) >= LIGHT_ENCODER_LEVEL
         if reset:
             self.encoder.reset()
         out = self.encoder.push(samples)

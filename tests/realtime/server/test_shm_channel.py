@@ -46,3 +46,9 @@ def test_non_contiguous_arrays_and_exceptions_survive(regions):
     view = np.arange(100, dtype=np.int16).reshape(10, 10)[:, ::2]
     status, (v, err) = reader.unpack(owner.pack(("error", (view, ValueError("bad audio")))))
     assert np.array_equal(v, view) and isinstance(err, ValueError) and str(err) == "bad audio"
+
+
+def test_a_region_that_cannot_be_attached_is_no_region():
+    r = Region(name="syncvid-no-such-region")
+    assert r.shm is None and r.pack([np.ones(3)])[:1] == IN_BAND
+    r.close()

@@ -24,7 +24,8 @@ PHASES_S = (0.0, 0.01, 0.02, 0.03)  # onset positions within its frame
 MAX_SPREAD_S = 0.08  # over those positions, or the burst's content delay is ambiguous
 
 
-def _luma(rgb: np.ndarray) -> np.ndarray:
+def luma(rgb: np.ndarray) -> np.ndarray:
+    """The Y plane (BT.601 weights) the probe reads from decoded frames, from an RGB frame."""
     y = 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
     return np.clip(y + 0.5, 0, 255).astype(np.uint8)
 
@@ -49,7 +50,7 @@ def content_delays(bursts: list[np.ndarray], lookahead: str, box, jump: float, f
     renderer = EmbeddedRenderer(lookahead=lookahead, idle=False)
     onset = int(round(LEAD_S * fps))
     # the live baseline is the rest frames before the onset
-    rest_open = float(opening_series([_luma(renderer.rest_frame(avatar, 0, renderer.new_state(0)))[box]])[0])
+    rest_open = float(opening_series([luma(renderer.rest_frame(avatar, 0, renderer.new_state(0)))[box]])[0])
     memo: dict[bytes, float] = {}
     out = []
     for b in bursts:
@@ -63,9 +64,8 @@ def content_delays(bursts: list[np.ndarray], lookahead: str, box, jump: float, f
                 # After the probe's silent gap the server has gated its encoder; it restarts it on the
                 # frame grid GATE_CONTEXT_S before the onset, with a fresh window: so does this.
                 first = int(np.floor((LEAD_S + phase - GATE_CONTEXT_S) * fps))
-                series = _opening(audio[round(first * 16000 / fps):], enc_for=lambda: StreamingAudioEncoder(
-                    weights, fps=fps, extra_lookahead_ms=0, block=(w.past, w.future)),
-                    renderer=renderer, avatar=avatar, box=box)  # series[k]: frame first + k
+                enc = StreamingAudioEncoder(weights, fps=fps, extra_lookahead_ms=0, block=(w.past, w.future))
+                series = _opening(audio[round(first * 16000 / fps):], enc, renderer, avatar, box)  # frame first + k
                 k_on = onset - first
                 base = float(np.nanmedian([rest_open, *series[: max(0, k_on - 3)]]))
                 cand = [k for k in range(max(0, k_on - 3), len(series)) if series[k] > base + jump]
@@ -78,11 +78,11 @@ def content_delays(bursts: list[np.ndarray], lookahead: str, box, jump: float, f
     return out
 
 
-def _opening(audio: np.ndarray, enc_for, renderer, avatar, box) -> np.ndarray:
-    """Mouth opening per frame of ``audio`` (16 kHz) through the live pipeline, without a clock."""
+def _opening(audio: np.ndarray, enc, renderer, avatar, box) -> np.ndarray:
+    """Mouth opening per frame of ``audio`` (16 kHz) through the live pipeline (a fresh streaming
+    encoder ``enc``), without a clock."""
     from realtime.bench.mouth_open import opening_series
 
-    enc = enc_for()
     feats = {}
     for s in range(0, len(audio) - PUSH + 1, PUSH):
         for f in enc.push(audio[s : s + PUSH]):
@@ -93,4 +93,4 @@ def _opening(audio: np.ndarray, enc_for, renderer, avatar, box) -> np.ndarray:
     frames: list[np.ndarray] = []
     for s in range(0, len(idx), 4):
         frames += renderer.render_chunk(avatar, idx[s : s + 4], blocks[s : s + 4], state).frames
-    return opening_series([_luma(f)[box] for f in frames])
+    return opening_series([luma(f)[box] for f in frames])

@@ -144,31 +144,30 @@ class Probe:
         at = np.array([t for t, _ in self.audio])
         av_ = np.array([v for _, v in self.audio])
         rest = vv[ok & (vt < calib_until)]
-        g2g, g2g_net, offsets, raw_av, per_burst = [], [], [], [], []
+        per_burst = []  # one record per onset (seconds; None where there was no reading)
         for k, on in enumerate(onsets):
             d = delays[k] if delays is not None else 0.0
             before = vv[ok & (vt > on - 0.25) & (vt <= on)]
             base = float(np.median(before)) if len(before) else float(np.median(rest)) if len(rest) else 0.0
             win = ok & (vt > on) & (vt < on + BURST_S + GAP_S)
             hit = np.nonzero(win & (np.nan_to_num(vv) > base + self.JUMP))[0]
-            if len(hit):
-                g2g.append(vt[hit[0]] - on)
-                if not np.isnan(d):
-                    g2g_net.append(vt[hit[0]] - on - d)
             awin = (at > on) & (at < on + BURST_S + GAP_S)
             ahit = np.nonzero(awin & (av_ > 0.01))[0]
-            if len(hit) and len(ahit):
-                raw_av.append(vt[hit[0]] - at[ahit[0]])
-                if not np.isnan(d):
-                    offsets.append(vt[hit[0]] - d - at[ahit[0]])  # > 0: video after audio
-            per_burst.append({  # one entry per onset, None where there was no reading
-                "burst": k, "content_delay": ms(d),
-                "g2g": ms(vt[hit[0]] - on) if len(hit) else None,
-                "g2g_net": ms(vt[hit[0]] - on - d) if len(hit) else None,
-                "av_raw": ms(vt[hit[0]] - at[ahit[0]]) if len(hit) and len(ahit) else None,
-                "av": ms(vt[hit[0]] - d - at[ahit[0]]) if len(hit) and len(ahit) else None})
-        return {"threshold": self.JUMP, "g2g": g2g, "g2g_net": g2g_net, "av": offsets, "av_raw": raw_av,
-                "onsets": len(onsets), "per_burst": per_burst,
+            v = vt[hit[0]] if len(hit) else None  # first mouth-open frame received
+            a = at[ahit[0]] if len(ahit) else None  # first loud audio received
+            net = None if np.isnan(d) else d  # ambiguous content delay: no net figures
+            per_burst.append({
+                "burst": k, "content_delay": net,
+                "g2g": None if v is None else v - on,
+                "g2g_net": None if v is None or net is None else v - on - net,
+                "av_raw": None if v is None or a is None else v - a,
+                "av": None if v is None or a is None or net is None else v - net - a})  # > 0: video after audio
+
+        def column(key: str) -> list[float]:
+            return [b[key] for b in per_burst if b[key] is not None]
+
+        return {"threshold": self.JUMP, "g2g": column("g2g"), "g2g_net": column("g2g_net"), "av": column("av"),
+                "av_raw": column("av_raw"), "onsets": len(onsets), "per_burst": per_burst,
                 "face_found": round(float(ok.mean()), 4) if len(ok) else 0.0,
                 "rest_opening": {"median": round(float(np.median(rest)), 4) if len(rest) else None,
                                  "p95": round(float(np.percentile(rest, 95)), 4) if len(rest) else None},
@@ -226,7 +225,7 @@ def summarize(res: dict) -> dict:
                          "drift": round((np.median(av[-q:]) - np.median(av[:q])) * 1000, 1) if len(av) >= 4 else None},
         "rx_fps": round(res["rx_fps"], 2),
         "detector": {k: res[k] for k in ("threshold", "face_found", "rest_opening", "speech_opening_p90") if k in res},
-        "per_burst_ms": res.get("per_burst", []),
+        "per_burst_ms": [{k: (v if k == "burst" else ms(v)) for k, v in b.items()} for b in res.get("per_burst", [])],
     }
 
 

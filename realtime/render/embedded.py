@@ -159,7 +159,9 @@ class EmbeddedRenderer(Renderer):
         entry = self.rig(avatar, frame_index)
         photo = bool(getattr(avatar, "is_photo", False)) and self.idle
         t = frame_index / float(getattr(avatar, "fps", 25.0) or 25.0)
-        idle: IdleMotion = state.data.setdefault("idle", IdleMotion(state.seed))
+        idle: IdleMotion | None = state.data.get("idle")
+        if idle is None:  # (not setdefault: that would build one per frame)
+            idle = state.data["idle"] = IdleMotion(state.seed)
         if entry is None:
             return frame.copy()  # no face in this frame: passed through unchanged
         rig, interior = entry

@@ -42,15 +42,27 @@ class ChildEngine:
         return f"models loaded in {self.load_s:.1f} s"
 
     def serve(self, requests: list[tuple[Any, tuple]]) -> Iterator[tuple[Any, tuple]]:
-        """Answers as they are ready: every encoder push first, in one batched call (they unblock
-        the renders that follow), then renders and rest frames in arrival order."""
+        """Answers as they are ready. Renders due before any push's own frames go first; then every
+        encoder push in one batched call (they unblock the renders that follow); then renders,
+        including those asked for with a push (``push_render``), earliest deadline first; then rest
+        frames (prepared a slot or more ahead) and the rest."""
         from realtime.audio.streaming import push_many
 
         pushes = [(c, r) for c, r in requests if r[0] == "encode"]
+        jobs = []  # (rank, deadline, seq, connection, thunk)
+        for k, (c, r) in enumerate(requests):
+            if r[0] != "encode":
+                rank = {"render": 0, "rest": 1}.get(r[0], 2)
+                jobs.append((rank, r[-1] if r[0] == "render" else 0.0, k, c, lambda r=r: ("ok", self._one(r))))
+        first_fused = min((d for _, r in pushes if _spec(r) for *_, d in _spec(r)["frames"]), default=None)
+        if first_fused is not None:
+            jobs.sort(key=lambda j: j[:3])
+            while jobs and jobs[0][0] == 0 and jobs[0][1] < first_fused:
+                yield from self._answer([jobs.pop(0)])
         if pushes:
             try:
                 items = []
-                for _, (_, eid, lookahead, samples, reset, light) in pushes:
+                for _, (_, eid, lookahead, samples, reset, light, *_spec_) in pushes:
                     enc = self._encoder(eid, lookahead)
                     if reset:
                         enc.reset()
@@ -62,21 +74,46 @@ class ChildEngine:
                 results = [RuntimeError(f"encoder failed: {type(e).__name__}: {e}")] * len(pushes)
                 for _, r in pushes:  # their state is suspect: they start over
                     self.encoders.pop(r[1], None)
-            for (c, _), res in zip(pushes, results):
+            for k, ((c, r), res) in enumerate(zip(pushes, results)):
                 if isinstance(res, Exception):
                     yield c, ("error", res)
+                    continue
+                blocks = [(f.index, f.features.numpy()) for f in res]
+                spec = _spec(r)
+                if spec is None:
+                    yield c, ("ok", blocks)
                 else:
-                    yield c, ("ok", [(f.index, f.features.numpy()) for f in res])
-        # renders earliest deadline first, then rest frames (prepared a slot or more ahead), then the rest
-        order = {"render": 0, "rest": 1}
-        others = sorted((cr for cr in requests if cr[1][0] != "encode"),
-                        key=lambda cr: (order.get(cr[1][0], 2), cr[1][-1] if cr[1][0] == "render" else 0.0))
-        for c, r in others:
+                    first = min(d for *_, d in spec["frames"])
+                    jobs.append((0, first, -1 - k, c, lambda r=r, b=blocks: ("ok", (b, self._draw(r, b)))))
+        jobs.sort(key=lambda j: j[:3])
+        yield from self._answer(jobs)
+
+    def _answer(self, jobs: list) -> Iterator[tuple[Any, tuple]]:
+        for *_, c, thunk in jobs:
             try:
-                yield c, ("ok", self._one(r))
+                yield c, thunk()
             except Exception as e:  # delivered to the session that asked; this process carries on
-                log.warning("inference request %s failed: %s", r[0], e)
+                log.warning("inference request failed: %s", e)
                 yield c, ("error", e if _picklable(e) else RuntimeError(f"{type(e).__name__}: {e}"))
+
+    def _draw(self, r: tuple, blocks: list[tuple[int, Any]]) -> dict:
+        """The frames a push asked for (``EncoderProxy.push_render``) that it produced and that can
+        still make their deadline. A failure here loses no audio: the blocks go back either way and
+        the session's render loop draws what is missing."""
+        import numpy as np
+
+        spec, have = _spec(r), dict(blocks)
+        t, now = time.perf_counter(), time.monotonic()
+        want = [(j, a) for j, a, deadline in spec["frames"] if j in have and now < deadline]
+        frames: list = []
+        if want:
+            try:
+                frames, _ = self._one(("render", spec["sid"], r[2], spec["seed"], np.array([a for _, a in want]),
+                                       np.stack([have[j] for j, _ in want]), spec["quality"], 0.0))
+            except Exception as e:
+                log.warning("render with a push failed: %s", e)
+                want, frames = [], []
+        return {"frames": [(j, f) for (j, _), f in zip(want, frames)], "seconds": time.perf_counter() - t}
 
     def _one(self, r: tuple) -> Any:
         import numpy as np
@@ -123,6 +160,11 @@ def _make_renderer(kind: str, lookahead: str):
     from realtime.render.embedded import EmbeddedRenderer
 
     return EmbeddedRenderer(lookahead=lookahead)
+
+
+def _spec(r: tuple) -> dict | None:
+    """The render request carried by an encoder push, if any."""
+    return r[6] if r[0] == "encode" and len(r) > 6 else None
 
 
 def _bound(d: OrderedDict) -> None:

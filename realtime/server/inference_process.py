@@ -175,6 +175,14 @@ class EncoderProxy:
         return self.backend.call(("encode", self.id, self.lookahead, np.asarray(samples, np.float32), reset,
                                   bool(self.light)))
 
+    def push_render(self, samples: np.ndarray, spec: dict) -> tuple[list[tuple[int, np.ndarray]], dict]:
+        """``push`` plus, in the same request, rendering the frames ``spec`` names (timeline.py
+        ``_fused_spec``) with the session's renderer state: ``(frames, {"frames": [(index,
+        image)], "seconds": render time})``. A frame past its deadline is not rendered."""
+        reset, self._reset = self._reset, False
+        return self.backend.call(("encode", self.id, self.lookahead, np.asarray(samples, np.float32), reset,
+                                  bool(self.light), spec))
+
     def release(self) -> None:
         self.backend.call(("release", ("enc", self.id)))
 

@@ -25,15 +25,15 @@ import numpy as np
 
 from realtime.server.media import AUDIO_OUT_RATE, AUDIO_OUT_SAMPLES, AUDIO_PTIME, ENCODER_RATE, AudioRing, MediaClock
 from realtime.server.metrics import ServerMetrics
-from realtime.server.timeline import (HANGOVER, PACKET_S, RECEPTIVE_FIELD_S, REST_STRIDE, Block, InputStage,
-                                      split_encoder_output)
+from realtime.server.timeline import (HANGOVER, PACKET_S, RECEPTIVE_FIELD_S, REST_STRIDE, THIN_LEVEL, Block,
+                                      InputStage, split_encoder_output)
 
 __all__ = ["FrameScheduler", "Block", "split_encoder_output", "MAX_LEVEL"]
 from realtime.server.worker import InferenceWorker, WorkerBusy, WorkerClosed
 
 log = logging.getLogger(__name__)
 
-MAX_LEVEL = 3
+MAX_LEVEL = THIN_LEVEL
 LEVEL_UP_LATE = 2  # late frames within the last WINDOW speech frames that raise the level
 WINDOW = 25
 RECOVER_STREAK = 50  # consecutive on-time speech frames before stepping back down
@@ -85,6 +85,7 @@ class FrameScheduler(InputStage):
         self.rest: dict[int, np.ndarray] = {}  # slot -> rest frame
         self.last_frame: np.ndarray | None = None
         self.last_kind = "rest"
+        self.sent_slot = -(10**9)  # newest slot handed to the video track: never rendered again
         self.thinned: set[int] = set()  # input frames skipped on purpose at the top level (repeated)
         self._packets: list[tuple[int, float]] = []  # (end sample, arrival) of recent packets
         self.level = 0
@@ -131,10 +132,10 @@ class FrameScheduler(InputStage):
         chunk: list[int] = []
         for i in sorted(self.blocks):
             b = self.blocks[i]
-            if i <= self.rendered_upto or b.silent:
-                continue
+            if i <= self.rendered_upto or b.silent or i + self.K in self.ready or i in self.thinned:
+                continue  # ready: drawn with its push; thinned: at the top level, by _fused_spec
             slot = i + self.K
-            if self.slot_time(slot) < now + self.render_s_per_frame * (len(chunk) + 1):
+            if slot <= self.sent_slot or self.slot_time(slot) < now + self.render_s_per_frame * (len(chunk) + 1):
                 self.rendered_upto = max(self.rendered_upto, i)  # cannot make its slot: it repeats
                 continue
             if self.level >= MAX_LEVEL and i % 2:  # render every other frame, repeat in between
@@ -237,6 +238,7 @@ class FrameScheduler(InputStage):
     def frame_for(self, slot: int) -> np.ndarray:
         """Called by the video track when ``slot`` is due. Never waits."""
         now = self.clock.now()
+        self.sent_slot = max(self.sent_slot, slot)
         for d in (self.ready, self.ready_arrival, self.rest):
             for s in [s for s in d if s < slot]:
                 if d is self.ready:

@@ -34,6 +34,7 @@ GATE_CONTEXT_S = 0.2  # audio before a speech onset re-encoded on resume (the bl
 # Audio goes to the encoder when it completes a frame (every other 20 ms packet at 25 fps: half the
 # jobs, no added delay), or once this much is waiting whatever the arithmetic says.
 MAX_PUSH_WAIT = 3 * 320
+THIN_LEVEL = 3  # the top degradation level: every other speech frame repeats the one before
 
 @dataclass
 class Block:
@@ -147,8 +148,9 @@ class InputStage:
                 self.enc_frames = 0
             samples = self.ring16.read(start, end - start)
             self.enc_pos, self.need_reset = end, False
+            spec, base = self._fused_spec(end), self.enc_base
             try:
-                out = await self.worker.run(lambda: self._encode(samples, reset), kind="encode")
+                out, drawn = await self.worker.run(lambda: self._encode(samples, reset, spec), kind="encode")
             except WorkerClosed:
                 continue
             except Exception as e:  # busy, or the model process failed: that audio is lost, so
@@ -159,12 +161,61 @@ class InputStage:
                     self.interrupt_encoder_only(max(self.enc_pos, self.ring16.end))
                 continue
             if gen != self.gen:
+                self.metrics.frames_dropped.inc(len(drawn["frames"]) if drawn else 0)
                 continue
             for item in out:
                 j, block = split_encoder_output(item)
                 self._add_block(self.enc_base + j, block)
                 self.enc_frames = max(self.enc_frames, j + 1)
+            if drawn and base == self.enc_base:
+                self._take_drawn(base, drawn)
             self._render_wake.set()
+
+    def _fused_spec(self, end: int) -> dict | None:
+        """What the model process should render right after this push, in the same request: the
+        speech (and hangover) frames the push completes, as ``(encoder index, avatar frame,
+        deadline)``. Saves a round trip per frame (the push's answer, the render loop's wake-up,
+        a second request, which can queue behind other sessions' work) off the 42 ms between a
+        frame's last packet and its slot. At the top level odd frames are thinned here, as the
+        render loop does. None where the encoder cannot do it (thread mode, test stand-ins)."""
+        if self.state is None or not hasattr(self.encoder, "push_render") or "remote_id" not in self.state.data:
+            return None
+        frames, last, j = [], self.last_speech_i, self.enc_frames
+        real_clock = self.clock.now is time.monotonic  # the deadline is checked in another process
+        while self._frame_need_sample(self.enc_base + j) <= end and len(frames) < self.max_chunk:
+            i = self.enc_base + j
+            j += 1
+            if not self._block_silent(i):
+                last = i
+            elif i - last > HANGOVER:
+                continue
+            if self.level >= THIN_LEVEL and i % 2:
+                self.thinned.add(i)
+                continue
+            slot = i + self.K
+            frames.append((j - 1, self.avatar_index(slot), self.slot_time(slot) if real_clock else math.inf))
+        if not frames:
+            return None
+        return {"sid": self.state.data["remote_id"], "seed": self.state.seed, "frames": frames,
+                "quality": "low" if self.level >= 2 else "full"}
+
+    def _take_drawn(self, base: int, drawn: dict) -> None:
+        """Frames rendered with the push (``_fused_spec``) become ready like the render loop's."""
+        now, n = self.clock.now(), len(drawn["frames"])
+        for j, frame in drawn["frames"]:
+            i = base + j
+            b, slot = self.blocks.get(i), i + self.K
+            if b is None or b.silent or slot in self.ready or self.slot_time(slot) <= now:
+                self.metrics.frames_dropped.inc()
+                continue
+            self.ready[slot] = frame
+            self.ready_arrival[slot] = b.arrival
+        if n:
+            per_frame = drawn["seconds"] / n
+            for _ in range(n):
+                self.metrics.render_time.observe(per_frame)
+            self.metrics.frames_rendered.inc(n)
+            self.render_s_per_frame = 0.8 * self.render_s_per_frame + 0.2 * per_frame
 
     def _frame_need_sample(self, i: int) -> int:
         """Input sample after which the encoder can emit frame ``i`` (the streaming encoder's rule:
@@ -202,28 +253,36 @@ class InputStage:
         self.enc_base, self.enc_pos = i, round((self.e0 + i * self.period) * ENCODER_RATE)
         self.need_reset = True
 
-    def _encode(self, samples: np.ndarray, reset: bool) -> list:
+    def _encode(self, samples: np.ndarray, reset: bool, spec: dict | None = None) -> tuple[list, dict | None]:
+        """(encoder frames, frames rendered with them or None): on the worker thread."""
         t = time.perf_counter()
         if hasattr(self.encoder, "light"):  # degraded: cheaper encoder calls (StreamingAudioEncoder.light)
             self.encoder.light = getattr(self, "level", 0) >= LIGHT_ENCODER_LEVEL
         if reset:
             self.encoder.reset()
-        out = self.encoder.push(samples)
-        self.metrics.encode_time.observe(time.perf_counter() - t)
-        return out
+        if spec is not None:
+            out, drawn = self.encoder.push_render(samples, spec)
+        else:
+            out, drawn = self.encoder.push(samples), None
+        self.metrics.encode_time.observe(time.perf_counter() - t - (drawn["seconds"] if drawn else 0.0))
+        return out, drawn
 
-    def _add_block(self, i: int, block: np.ndarray) -> None:
+    def _block_silent(self, i: int) -> bool:
+        """Whether input frame ``i``'s block (40 ms before it to the look-ahead after) is silence."""
         center = round((self.e0 + i * self.period) * ENCODER_RATE)
         lo = center - int(0.04 * ENCODER_RATE)
         window = self.ring16.read(lo, int((0.04 + self.lookahead_s) * ENCODER_RATE))
         rms = float(np.sqrt(np.mean(np.square(window, dtype=np.float64)))) if len(window) else 0.0
-        silent = rms < self.silence_rms
+        return rms < self.silence_rms
+
+    def _add_block(self, i: int, block: np.ndarray) -> None:
+        silent = self._block_silent(i)
         if not silent:
             self.last_speech_i = i
             self._last_speech_t = time.monotonic()
         # a short hangover keeps rendering just after speech so the renderer can close the mouth
         skip = silent and i - self.last_speech_i > HANGOVER
-        self.blocks[i] = Block(block, skip, self._arrival_of(center))
+        self.blocks[i] = Block(block, skip, self._arrival_of(round((self.e0 + i * self.period) * ENCODER_RATE)))
         if len(self.blocks) > 4 * self.max_frames_ahead:  # bounded even if nothing consumes them
             for k in sorted(self.blocks)[: len(self.blocks) - 4 * self.max_frames_ahead]:
                 del self.blocks[k]

@@ -78,3 +78,46 @@ def test_a_dead_child_is_replaced(backend, default_avatar):
     assert backend.pid != old
     out = enc.push(np.zeros(3200, np.float32))  # fresh state in the new child: frames from 0 again
     assert out and out[0][0] == 0
+
+
+def test_push_render_draws_the_frames_it_completes(backend, default_avatar, arctic_audio):
+    """One request: the encoder frames (as ``push``) and the named frames rendered with the
+    session's renderer state, identical to rendering them in process. A frame the push does not
+    complete, or whose deadline has passed, is not drawn."""
+    import time
+
+    from realtime.render.embedded import EmbeddedRenderer
+
+    x = arctic_audio[3200:16000]
+    plain, fused = EncoderProxy(backend, "full", 25), EncoderProxy(backend, "full", 25)
+    renderer, ref = RendererProxy(backend, "full"), EmbeddedRenderer("full")
+    state, ref_state = renderer.new_state(5), ref.new_state(5)
+    far = time.monotonic() + 60.0
+    drawn_all, n_blocks, skipped = {}, 0, 0
+    for k, p in enumerate(_packets(x)):
+        want = plain.push(p)
+        nxt = n_blocks
+        # ask for the next two frames (the second is usually not complete yet); every third packet
+        # the first one's deadline has passed already
+        spec = {"sid": state.data["remote_id"], "seed": 5, "quality": "full",
+                "frames": [(nxt, 100 + nxt, 0.0 if k % 3 == 2 else far), (nxt + 1, 101 + nxt, far)]}
+        got, drawn = fused.push_render(p, spec)
+        assert [j for j, _ in got] == [j for j, _ in want]
+        for (_, a), (_, b) in zip(got, want):
+            np.testing.assert_array_equal(a, b)
+        done = {j for j, _ in got}
+        assert [j for j, _ in drawn["frames"]] == [j for j, _, d in spec["frames"] if j in done and d > 0]
+        skipped += sum(1 for j, _, d in spec["frames"] if j in done and d == 0)
+        assert drawn["seconds"] >= 0
+        drawn_all.update(dict(drawn["frames"]))
+        ref_frames = {}
+        for j, block in got:
+            if j in dict(drawn["frames"]):
+                ref_frames[j] = ref.render_chunk(default_avatar, np.array([100 + j]), block[None], ref_state).frames[0]
+        for j, f in drawn["frames"]:
+            assert f.shape == (512, 512, 3) and np.array_equal(f, ref_frames[j])
+        n_blocks += len(got)
+    assert n_blocks >= 15 and len(drawn_all) >= 10 and skipped >= 2
+    renderer.release(state)
+    plain.release()
+    fused.release()

@@ -107,3 +107,83 @@ async def test_silence_sends_rest_frames_without_rendering():
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         worker.close()
+
+
+class FusedEncoder(FakeEncoder):
+    """``push_render`` like the inference process: the push, then the frames the spec names that it
+    completed and that can still make their deadline, rendered with ``renderer``. Frames complete
+    when the streaming encoder's do (its newest step's mel frames, 12.5 ms past the look-ahead)."""
+
+    def __init__(self, renderer) -> None:
+        super().__init__()
+        self.renderer, self.specs, self.drawn = renderer, [], 0
+
+    def push(self, samples):
+        self.audio = np.concatenate([self.audio, np.asarray(samples, np.float32)])
+        out = []
+        while 160 * (2 * (2 * self.next + round(self.lookahead * 50) - 1) + 2) + 200 <= len(self.audio):
+            c = int(self.next * 16000 / self.fps)
+            w = self.audio[max(0, c - 640) : c + 640]
+            out.append((self.next, np.full((50, 384), float(np.sqrt(np.mean(w.astype(np.float64) ** 2))), np.float32)))
+            self.next += 1
+        return out
+
+    def push_render(self, samples, spec):
+        blocks = dict(self.push(samples))
+        self.specs.append(spec)
+        want = [(j, a) for j, a, d in spec["frames"] if j in blocks and time.monotonic() < d]
+        frames = []
+        if want:
+            frames = self.renderer.render_chunk(FakeAvatar(), np.array([a for _, a in want]),
+                                                np.stack([blocks[j] for j, _ in want]), None).frames
+        self.drawn += len(frames)
+        return sorted(blocks.items()), {"frames": [(j, f) for (j, _), f in zip(want, frames)], "seconds": 0.001}
+
+
+async def _fused_run(level: int | None):
+    from realtime.render.base import RenderState
+
+    worker, drawer, loop_renderer = InferenceWorker(), FakeRenderer(), FakeRenderer()
+    enc = FusedEncoder(drawer)
+    sched = FrameScheduler(
+        fps=25, budget_s=0.17, lookahead_s=0.12, max_chunk=4, silence_dbfs=-45, max_frames_ahead=8,
+        audio_buffer_s=2.0, worker=worker, renderer=loop_renderer, avatar=FakeAvatar(), encoder=enc,
+        render_state=RenderState(seed=0, data={"remote_id": 7}), clock=MediaClock(), metrics=ServerMetrics())
+    tasks = [asyncio.create_task(sched.encode_loop()), asyncio.create_task(sched.render_loop())]
+    try:
+        out: list = []
+        if level is not None:
+            sched.level = level
+        await drive(sched, 1.6, loud=True, out=out)
+        return sched, enc, loop_renderer, out
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        worker.close()
+
+
+async def test_frames_drawn_with_their_push_skip_the_render_loop():
+    sched, enc, loop_renderer, out = await _fused_run(None)
+    rest = FakeAvatar().frame(0)
+    speech = [f for (s, f, _, _), (_, _, kind) in zip(out, sched.history) if kind == "speech"]
+    assert enc.drawn >= 15 and len(speech) >= 15  # frames rendered in the push request were sent
+    assert all(mouth_darkness(f, rest) > 0 for f in speech)
+    assert loop_renderer.calls == []  # no second request for any of them
+    assert sched.metrics.frames_rendered.value == enc.drawn
+    assert sched.metrics.frames_late.value == 0 and sched.level == 0
+    specs = [j for s in enc.specs for j, _, _ in s["frames"]]
+    assert len(specs) == len(set(specs))  # each frame asked for once
+    for s in enc.specs:  # avatar frame and deadline are the scheduler's own for that frame
+        for j, a, d in s["frames"]:
+            slot = sched.enc_base + j + sched.K
+            assert a == sched.avatar_index(slot) and abs(d - sched.slot_time(slot)) < 1e-9
+
+
+async def test_top_level_thins_frames_before_the_push():
+    sched, enc, loop_renderer, out = await _fused_run(MAX_LEVEL)
+    asked = [sched.enc_base + j for s in enc.specs for j, _, _ in s["frames"]]
+    assert asked and all(i % 2 == 0 for i in asked)  # odd frames repeat: never asked for
+    kinds = [k for _, _, k in sched.history]
+    assert kinds.count("repeat") >= 8 and kinds.count("speech") >= 8
+    assert loop_renderer.calls == [] and sched.metrics.frames_late.value <= 1

@@ -9,7 +9,7 @@ subprocesses and probes both from aiortc peers in this process:
   landmarks on the received frames, run after the session), engine and echo, and the difference;
 - A/V offset at the receiver: first loud received audio frame vs first mouth-open video frame of the
   same burst; drift = last quarter minus first quarter of the session;
-- capacity: the most concurrent sessions at 25 fps with < 1 % late frames.
+- capacity: the most concurrent sessions at 25 fps with < 1 % late frames (realtime.bench.capacity).
 """
 
 from __future__ import annotations
@@ -41,6 +41,9 @@ def add_arguments(p) -> None:
     p.add_argument("--max-sessions", type=int, default=6, help="capacity search upper bound")
     p.add_argument("--capacity-seconds", type=float, default=15.0, help="measured seconds per session count")
     p.add_argument("--skip-capacity", action="store_true")
+    p.add_argument("--peer-nice", default="0,19",
+                   help="capacity search once per nice value of the load-generating peers (comma list; "
+                        "19: the server gets the cores first, as with remote peers)")
     p.add_argument("--skip-echo", action="store_true", help="no transport-floor probe (e.g. for the long drift run)")
     p.add_argument("--audio", default=str(FIXTURE), help="speech WAV the probe speaks (bursts cut from it)")
     p.add_argument("--json", default=None, help="also write the results as JSON to this file")
@@ -229,43 +232,6 @@ def summarize(res: dict) -> dict:
     }
 
 
-async def capacity(port: int, box, n: int, seconds: float, bursts, options: dict) -> dict:
-    from clients.webrtc_peer import WebRTCPeer
-
-    peers = [WebRTCPeer(f"ws://127.0.0.1:{port}/ws", options=options, keep_video=False) for _ in range(n)]
-    for p in peers:
-        await p.connect()
-    for p in peers:
-        await p.wait_connected()
-
-    async def talk(p, seed):
-        k = seed
-        while True:
-            p.play(bursts[k % len(bursts)])
-            k += 1
-            await asyncio.sleep(BURST_S + GAP_S * (0.5 + (k % 3) * 0.25))
-
-    talkers = [asyncio.create_task(talk(p, i)) for i, p in enumerate(peers)]
-    await asyncio.sleep(3.0)  # warm-up
-    before = http_json(port, "/stats?reset=1")
-    n0 = [len(p.video_times) for p in peers]
-    t0 = time.monotonic()
-    await asyncio.sleep(seconds)
-    after = http_json(port, "/stats")
-    dt = time.monotonic() - t0
-    rx = [(len(p.video_times) - a) / dt for p, a in zip(peers, n0)]
-    for t in talkers:
-        t.cancel()
-    for p in peers:
-        await p.close()
-    d = {k: after["frames"][k] - before["frames"][k] for k in after["frames"]}
-    late = d["late"] / max(1, d["sent"])
-    return {"sessions": n, "late_frac": round(late, 4), "sent_fps_per_session": round(d["sent"] / dt / n, 2),
-            "rx_fps_min": round(min(rx), 2), "render_ms_per_frame_p50": after["render_ms_per_frame"]["p50"],
-            "engine_latency_ms": after["engine_latency_ms"], "skipped_slots": after["skipped_slots"],
-            "ok": late < 0.01 and min(rx) >= 24.0}
-
-
 async def run_async(args) -> dict:
     from realtime.bench.mouth_open import face_box
     from realtime.face.avatar import default_avatar
@@ -323,21 +289,15 @@ async def run_async(args) -> dict:
                                           "server_frames": stats["frames"],
                                           "render_ms_per_frame": stats["render_ms_per_frame"],
                                           "encode_ms_per_push": stats["encode_ms_per_push"]}
-                if not args.skip_capacity and mode == "full":
-                    caps = []
-                    for n in range(1, args.max_sessions + 1):
-                        c = await capacity(port, box, n, args.capacity_seconds, bursts, {})
-                        log.info("capacity %s", c)
-                        caps.append(c)
-                        if not c["ok"]:
-                            break
-                    results["capacity"] = caps
-                    results["max_sessions"] = max([c["sessions"] for c in caps if c["ok"]], default=0)
             finally:
                 stop_process(server)
     finally:
         if echo is not None:
             stop_process(echo)
+    if not args.skip_capacity:
+        from realtime.bench.capacity import capacity_search
+
+        await capacity_search(args, box, bursts, results)
     return results
 
 
@@ -358,13 +318,14 @@ def print_table(r: dict) -> None:
               f"{str(e['av_offset_ms']['drift']):>7}{e['rx_fps']:>7}")
     print("(ms; g2g - content: minus each burst's content delay, see realtime.bench.g2g_reference; "
           "A/V: video after audio > 0, content delay removed)")
-    for c in r.get("capacity", []):
-        print(f"capacity: {c['sessions']} sessions: late {c['late_frac'] * 100:.2f} %, "
-              f"sent {c['sent_fps_per_session']} fps/session, min rx {c['rx_fps_min']} fps, "
-              f"render {c['render_ms_per_frame_p50']} ms/frame, engine p95 {c['engine_latency_ms']['p95']} ms "
-              f"-> {'ok' if c['ok'] else 'FAIL'}")
-    if "max_sessions" in r:
-        print(f"max sessions at 25 fps with < 1 % late frames: {r['max_sessions']}")
+    for nice, caps in r.get("capacity", {}).items():
+        for c in caps:
+            print(f"capacity (peers at nice {nice}): {c['sessions']} sessions: late {c['late_frac'] * 100:.2f} %, "
+                  f"thinned {c['thinned_frac'] * 100:.2f} %, sent {c['sent_fps_per_session']} fps/session, "
+                  f"min rx {c['rx_fps_min']} fps, render {c['render_ms_per_frame_p50']} ms/frame, "
+                  f"engine p95 {c['engine_latency_ms']['p95']} ms -> {'ok' if c['ok'] else 'FAIL'}")
+        print(f"max sessions at 25 fps with < 1 % late and < 1 % thinned frames (peers at nice {nice}): "
+              f"{r['max_sessions'][nice]}")
 
 
 def run(args) -> int:

@@ -56,6 +56,13 @@ async def drive(sched: FrameScheduler, seconds: float, loud: bool, out: list) ->
     sched._test_pkt, sched._test_slot = pkt, slot
 
 
+async def stop(tasks: list, worker: InferenceWorker) -> None:
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    worker.close()
+
+
 async def test_slow_renderer_degrades_keeps_fps_and_recovers():
     worker = InferenceWorker()
     renderer = SlowRenderer(0.05)  # slower than the 40 ms frame period: cannot keep up at full rate
@@ -83,10 +90,7 @@ async def test_slow_renderer_degrades_keeps_fps_and_recovers():
         assert sched.level < top, (top, sched.level)  # recovered at least one step
         assert len(out2) >= 73
     finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        worker.close()
+        await stop(tasks, worker)
 
 
 async def test_silence_sends_rest_frames_without_rendering():
@@ -103,10 +107,7 @@ async def test_silence_sends_rest_frames_without_rendering():
         assert sched.counts["rest"] == len(out) and sched.metrics.frames_late.value == 0
         assert sched.audio_backlog_s < 0.05  # the encoder keeps up; nothing accumulates
     finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        worker.close()
+        await stop(tasks, worker)
 
 
 class FusedEncoder(FakeEncoder):
@@ -157,10 +158,7 @@ async def _fused_run(level: int | None):
         await drive(sched, 1.6, loud=True, out=out)
         return sched, enc, loop_renderer, out
     finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        worker.close()
+        await stop(tasks, worker)
 
 
 async def test_frames_drawn_with_their_push_skip_the_render_loop():

@@ -62,7 +62,7 @@ class ChildEngine:
         if pushes:
             try:
                 items = []
-                for _, (_, eid, lookahead, samples, reset, light, *_spec_) in pushes:
+                for _, (_, eid, lookahead, samples, reset, light, *_) in pushes:
                     enc = self._encoder(eid, lookahead)
                     if reset:
                         enc.reset()

@@ -10,8 +10,7 @@ import logging
 import os
 import time
 
-from realtime.bench.realtime import (BURST_S, CALIBRATE_S, GAP_S, free_port, http_json, probe_server, start_process,
-                                     stop_process)
+from realtime.bench.realtime import BURST_S, CALIBRATE_S, GAP_S, http_json, probe_server, start_server, stop_process
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +62,7 @@ async def capacity_search(args, box, bursts, results: dict) -> None:
     """Most sessions (full look-ahead) meeting the target, once per ``--peer-nice`` value: 0 is
     the peers competing for the 2 cores as equals; 19 has the OS serve the server first, as if
     the peers (browsers, in use) were other machines. Nice only goes up: increasing order."""
-    port = free_port()
-    cmd = ["-c", "import sys; from realtime.cli import main; sys.exit(main())", "serve", "--port", str(port),
-           "--max-sessions", str(args.max_sessions + 1)]
-    if args.server_config:
-        cmd += ["--config", args.server_config]
-    server = start_process(cmd, port, "/healthz")
+    port, server = start_server(args)
     try:
         await probe_server(f"ws://127.0.0.1:{port}/ws", box, CALIBRATE_S + 3, bursts, {}, analyse=False)
         results["capacity"], results["max_sessions"] = {}, {}

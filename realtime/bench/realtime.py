@@ -232,6 +232,18 @@ def summarize(res: dict) -> dict:
     }
 
 
+def start_server(args, low_latency: bool = False) -> tuple[int, subprocess.Popen]:
+    """`syncvid serve` on a free port with room for the capacity search; (port, process) once healthy."""
+    port = free_port()
+    cmd = ["-c", "import sys; from realtime.cli import main; sys.exit(main())", "serve", "--port", str(port),
+           "--max-sessions", str(args.max_sessions + 1)]
+    if low_latency:
+        cmd.append("--low-latency")
+    if args.server_config:
+        cmd += ["--config", args.server_config]
+    return port, start_process(cmd, port, "/healthz")
+
+
 async def run_async(args) -> dict:
     from realtime.bench.mouth_open import face_box
     from realtime.face.avatar import default_avatar
@@ -252,13 +264,7 @@ async def run_async(args) -> dict:
             start_process(["-m", "realtime.bench.echo_server", "--port", str(echo_port)], echo_port, None))
     try:
         for mode in modes:
-            port = free_port()
-            cmd = ["-c", "import sys; from realtime.cli import main; sys.exit(main())", "serve", "--port", str(port), "--max-sessions", str(args.max_sessions + 1)]
-            if mode == "low":
-                cmd.append("--low-latency")
-            if args.server_config:
-                cmd += ["--config", args.server_config]
-            server = start_process(cmd, port, "/healthz")
+            port, server = start_server(args, low_latency=mode == "low")
             try:
                 # a throwaway session warms the models up (first inference is slow)
                 await probe_server(f"ws://127.0.0.1:{port}/ws", box, CALIBRATE_S + 3, bursts, {}, analyse=False)

@@ -116,7 +116,7 @@ class FrameScheduler(InputStage):
         self.last_speech_i = -(10**9)
         if self.phi is not None:  # restart the encoder on the same frame grid, after the dropped audio
             i = math.ceil((self.ring16.end / ENCODER_RATE - self.e0) * self.fps)
-            self.enc_base, self.enc_pos = i, round((self.e0 + i * self.period) * ENCODER_RATE)
+            self.enc_base, self.enc_pos = i, self.grid_sample(i)
             self.rendered_upto = i - 1
         self.need_reset = True
         self.last_frame = None
@@ -195,10 +195,7 @@ class FrameScheduler(InputStage):
         t = time.perf_counter()
         idx = np.array([self.avatar_index(int(s)) for s in slots], dtype=np.int64)
         out = self.renderer.render_chunk(self.avatar, idx, blocks, self.state).frames
-        dt = (time.perf_counter() - t) / len(slots)
-        self.metrics.render_time.observe(dt)
-        self.metrics.frames_rendered.inc(len(slots))
-        self.render_s_per_frame = 0.8 * self.render_s_per_frame + 0.2 * dt
+        self._rendered(len(slots), (time.perf_counter() - t) / len(slots))
         return out
 
     def _rest_frame(self, slot: int) -> np.ndarray:

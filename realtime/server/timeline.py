@@ -211,18 +211,24 @@ class InputStage:
             self.ready[slot] = frame
             self.ready_arrival[slot] = b.arrival
         if n:
-            per_frame = drawn["seconds"] / n
-            for _ in range(n):
-                self.metrics.render_time.observe(per_frame)
-            self.metrics.frames_rendered.inc(n)
-            self.render_s_per_frame = 0.8 * self.render_s_per_frame + 0.2 * per_frame
+            self._rendered(n, drawn["seconds"] / n)
+
+    def _rendered(self, n: int, seconds_per_frame: float) -> None:
+        """Bookkeeping for ``n`` frames rendered (render loop or with their push)."""
+        self.metrics.render_time.observe(seconds_per_frame)
+        self.metrics.frames_rendered.inc(n)
+        self.render_s_per_frame = 0.8 * self.render_s_per_frame + 0.2 * seconds_per_frame
+
+    def grid_sample(self, i: int) -> int:
+        """16 kHz input sample at which input frame ``i`` sits (the frame grid ``e0 + i / fps``)."""
+        return round((self.e0 + i * self.period) * ENCODER_RATE)
 
     def _frame_need_sample(self, i: int) -> int:
         """Input sample after which the encoder can emit frame ``i`` (the streaming encoder's rule:
         the block's newest step needs mel frames up to 2 * step + 2, i.e. 160 * that + 200 samples
         since its reset, which was at the grid position of ``enc_base``)."""
         step = int((i - self.enc_base) * 50 / self.fps) + round(self.lookahead_s * 50) - 1
-        return round((self.e0 + self.enc_base * self.period) * ENCODER_RATE) + 160 * (2 * step + 2) + 200
+        return self.grid_sample(self.enc_base) + 160 * (2 * step + 2) + 200
 
     def _gate(self, end: int) -> bool:
         """Silence gating: after GATE_AFTER_S of silence the encoder is not fed (its frames are rest
@@ -244,13 +250,13 @@ class InputStage:
         onset = self.enc_pos + int(loud[0]) * 320
         i = math.floor(((onset / ENCODER_RATE - GATE_CONTEXT_S) - self.e0) * self.fps)
         self.enc_base = max(i, self.rendered_upto + 1)
-        self.enc_pos = round((self.e0 + self.enc_base * self.period) * ENCODER_RATE)
+        self.enc_pos = self.grid_sample(self.enc_base)
         self.need_reset, self.gated, self._quiet_s = True, False, 0.0
         return True
 
     def interrupt_encoder_only(self, end: int) -> None:
         i = math.ceil((end / ENCODER_RATE - self.e0) * self.fps)
-        self.enc_base, self.enc_pos = i, round((self.e0 + i * self.period) * ENCODER_RATE)
+        self.enc_base, self.enc_pos = i, self.grid_sample(i)
         self.need_reset = True
 
     def _encode(self, samples: np.ndarray, reset: bool, spec: dict | None = None) -> tuple[list, dict | None]:
@@ -269,7 +275,7 @@ class InputStage:
 
     def _block_silent(self, i: int) -> bool:
         """Whether input frame ``i``'s block (40 ms before it to the look-ahead after) is silence."""
-        center = round((self.e0 + i * self.period) * ENCODER_RATE)
+        center = self.grid_sample(i)
         lo = center - int(0.04 * ENCODER_RATE)
         window = self.ring16.read(lo, int((0.04 + self.lookahead_s) * ENCODER_RATE))
         rms = float(np.sqrt(np.mean(np.square(window, dtype=np.float64)))) if len(window) else 0.0
@@ -282,13 +288,13 @@ class InputStage:
             self._last_speech_t = time.monotonic()
         # a short hangover keeps rendering just after speech so the renderer can close the mouth
         skip = silent and i - self.last_speech_i > HANGOVER
-        self.blocks[i] = Block(block, skip, self._arrival_of(round((self.e0 + i * self.period) * ENCODER_RATE)))
+        self.blocks[i] = Block(block, skip, self._arrival_of(self.grid_sample(i)))
         if len(self.blocks) > 4 * self.max_frames_ahead:  # bounded even if nothing consumes them
             for k in sorted(self.blocks)[: len(self.blocks) - 4 * self.max_frames_ahead]:
                 del self.blocks[k]
 
     def _input_loud(self, i: int) -> bool:
         """Whether input frame ``i``'s own +-40 ms of audio (if it has arrived) is speech."""
-        center = round((self.e0 + i * self.period) * ENCODER_RATE)
+        center = self.grid_sample(i)
         w = self.ring16.read(center - 640, 1280)
         return float(np.sqrt(np.mean(np.square(w, dtype=np.float64)))) >= self.silence_rms

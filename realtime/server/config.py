@@ -36,12 +36,16 @@ class RealtimeConfig:
     avatar_dir: str | None = None  # None: the default avatar that ships with the install
     inference: str = "process"  # process: models in a child process (no GIL shared with the event loop) | thread
     inference_threads: int = 2  # inference "thread" only: worker threads running the models in this process
+    # inference "process" only: the child's nice value. Its jobs carry every session's deadlines, so
+    # it should win the CPU over the server's own threads and anything else on the machine; below 0
+    # needs CAP_SYS_NICE (root, or a container granted it), otherwise it keeps the server's priority.
+    inference_nice: int = -10
     max_chunk: int = 4  # frames per renderer call at most (smaller when late)
-    silence_dbfs: float = -45.0
+    silence_dbfs: float = -45.0  # below this level a frame's audio window is silence -> rest frame
     video_codec: str = "h264"  # h264 | vp8: preferred outgoing codec (the client's others are fallbacks)
     video_preset: str = "ultrafast"  # libx264 preset of the outgoing H.264 (aiortc's default, medium: ~14 ms/frame)
     audio_extra_delay_ms: float = 0.0  # added to the outgoing audio's delay (receiver-side A/V trim)
-    client_dir: str | None = None  # None: clients/web of the install (the browser page)  # below this level a frame's audio window is silence -> rest frame
+    client_dir: str | None = None  # None: clients/web of the install (the browser page)
     ice_servers: list[str] = field(default_factory=list)  # e.g. ["stun:stun.l.google.com:19302"]
     limits: LimitsConfig = field(default_factory=LimitsConfig)
 
@@ -59,6 +63,8 @@ class RealtimeConfig:
             raise ConfigError(f"video_preset must be one of {', '.join(presets)}, got {self.video_preset!r}")
         if not 1 <= self.fps <= 60:
             raise ConfigError(f"fps must be 1..60, got {self.fps}")
+        if not -20 <= self.inference_nice <= 19:
+            raise ConfigError(f"inference_nice must be -20..19 (a nice value), got {self.inference_nice}")
         if not 1 <= self.max_chunk <= 16:
             raise ConfigError(f"max_chunk must be 1..16, got {self.max_chunk}")
 

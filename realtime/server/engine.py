@@ -143,7 +143,8 @@ def _process_engine(config: RealtimeConfig, avatar: Any) -> Engine:
     timing and fallbacks, and ``PROCESS_THREADS`` worker threads that forward jobs to the child."""
     from realtime.server.inference_process import EncoderProxy, ProcessBackend, RendererProxy
 
-    backend = ProcessBackend(str(avatar.directory), config.renderer, config.fps, connections=PROCESS_THREADS + 1)
+    backend = ProcessBackend(str(avatar.directory), config.renderer, config.fps, connections=PROCESS_THREADS + 1,
+                             nice=config.inference_nice)
     engine = Engine(avatar=avatar, renderer_factory=lambda la: RendererProxy(backend, la, config.renderer),
                     encoder_factory=lambda la, fps: EncoderProxy(backend, la, fps),
                     worker=InferenceWorker(threads=PROCESS_THREADS), backend=backend)

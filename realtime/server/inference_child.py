@@ -4,6 +4,7 @@ encoder and renderer state, and the serving of one wake-up's worth of requests."
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -39,7 +40,7 @@ class ChildEngine:
         self.load_s = time.monotonic() - t
 
     def describe(self) -> str:
-        return f"models loaded in {self.load_s:.1f} s"
+        return f"models loaded in {self.load_s:.1f} s, nice {os.getpriority(os.PRIO_PROCESS, 0)}"
 
     def serve(self, requests: list[tuple[Any, tuple]]) -> Iterator[tuple[Any, tuple]]:
         """Answers as they are ready. Renders due before any push's own frames go first; then every
@@ -150,6 +151,27 @@ class ChildEngine:
                                                              block=(w.past, w.future))
             _bound(self.encoders)
         return enc
+
+
+def set_nice(nice: int | None) -> None:
+    """Gives this process the nice value ``nice`` if it may (lowering it needs CAP_SYS_NICE). On
+    Linux a nice value is per thread: the threads already running (imports start some) are set one
+    by one, and threads started later inherit it."""
+    if nice is None:
+        return
+    try:
+        tids = [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:  # not Linux: the process
+        tids = [0]
+    try:
+        for tid in tids:
+            try:
+                os.setpriority(os.PRIO_PROCESS, tid, nice)
+            except ProcessLookupError:  # that thread has ended
+                pass
+    except OSError as e:  # not permitted: same priority as the server, which still works
+        log.info("inference process keeps nice %d (nice %d not permitted: %s); run with CAP_SYS_NICE "
+                 "to let it win the CPU under load", os.getpriority(os.PRIO_PROCESS, 0), nice, e.strerror)
 
 
 def _make_renderer(kind: str, lookahead: str):

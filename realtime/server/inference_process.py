@@ -47,8 +47,8 @@ class ProcessBackend:
     blocking and thread-safe (one pipe per concurrent caller)."""
 
     def __init__(self, avatar_dir: str | None, renderer: str = "embedded", fps: int = 25,
-                 connections: int = 8) -> None:
-        self.spec = {"avatar_dir": avatar_dir, "renderer": renderer, "fps": fps}
+                 connections: int = 8, nice: int | None = None) -> None:
+        self.spec = {"avatar_dir": avatar_dir, "renderer": renderer, "fps": fps, "nice": nice}
         self.n_conn = connections
         self._lock = threading.Lock()
         self._closed = False
@@ -213,8 +213,9 @@ class RendererProxy(Renderer):
 
 # ---- child ------------------------------------------------------------------------------------------
 def child_main(conns: list[Connection], spec: dict, regions: list[tuple[str | None, str | None]]) -> None:
-    from realtime.server.inference_child import ChildEngine
+    from realtime.server.inference_child import ChildEngine, set_nice
 
+    set_nice(spec.get("nice"))  # before any thread starts: threads inherit it
     try:
         engine = ChildEngine(spec)
     except Exception as e:  # reported to the parent, which raises it with this text

@@ -13,11 +13,20 @@ from realtime.server.inference_process import EncoderProxy, ProcessBackend, Rend
 from realtime.server.worker import WorkerBusy
 
 
+NICE = min(19, os.getpriority(os.PRIO_PROCESS, 0) + 2)  # raising it needs no privilege
+
+
 @pytest.fixture(scope="module")
 def backend(default_avatar):
-    b = ProcessBackend(str(default_avatar.directory), "embedded", 25, connections=3)
+    b = ProcessBackend(str(default_avatar.directory), "embedded", 25, connections=3, nice=NICE)
     yield b
     b.close()
+
+
+def test_the_inference_process_runs_at_its_nice_value(backend):
+    assert os.getpriority(os.PRIO_PROCESS, backend.pid) == NICE
+    for tid in os.listdir(f"/proc/{backend.pid}/task"):  # threads started after it inherit it
+        assert os.getpriority(os.PRIO_PROCESS, int(tid)) == NICE
 
 
 def _packets(x: np.ndarray):

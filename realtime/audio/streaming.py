@@ -92,6 +92,11 @@ class StreamingAudioEncoder:
     cost of a call constant through the window; 500 adds ~0.009 mean cosine on long speech, None
     attends to the whole window as offline).
     ``dtype``: None picks bfloat16 where the CPU computes it natively, else float32.
+    ``catch_up``: when one push brings audio for several hops (a stream restarting with some
+    context, packets arriving in a bunch), encode up to the newest in one call instead of one call
+    per hop (a restart with 0.24 s: 1 call instead of 3, 8.8 -> ~3 ms). Frames then no longer
+    depend only on the audio but on how it was chunked: those steps settle after seeing more
+    future audio (measured: mean cosine to the offline features unchanged or higher).
 
     Run it single-threaded (``torch.set_num_threads(1)`` or one worker thread per core): the
     matrices are a few rows tall and intra-op threads only spin (20x the CPU on a loaded machine).
@@ -108,6 +113,7 @@ class StreamingAudioEncoder:
         virtual_future_steps: int = DEFAULT_VIRTUAL_FUTURE_STEPS,
         max_context_steps: int | None = DEFAULT_MAX_CONTEXT_STEPS,
         dtype: torch.dtype | None = None,
+        catch_up: bool = False,
     ):
         past, future = block
         if past < 0 or future < 1:
@@ -126,6 +132,7 @@ class StreamingAudioEncoder:
         self._full_settle = self.settle_steps
         self.virtual_future_steps = int(virtual_future_steps)
         self.max_context_steps = max_context_steps
+        self.catch_up = bool(catch_up)
         w = self.weights
         self.front = StreamingFrontEnd(w)
         # The rolling caches are allocated once (fixed shapes: memory does not depend on stream length).
@@ -235,11 +242,18 @@ class StreamingAudioEncoder:
         last = (self.next_frame // self.hop_frames + 1) * self.hop_frames - 1
         if self.total_frames is not None:
             last = min(last, self.total_frames - 1)
-        target = self._need_step(last)
         window_end = (self.frontier + 1) // self.weights.n_ctx * self.weights.n_ctx + self.weights.n_ctx - 1
-        target = min(target, window_end)
+        target = min(self._need_step(last), window_end)
         if self.front.mel_available() < self.front.mel_needed(target):
             return None
+        while self.catch_up and target < window_end:  # the newest hop whose audio is here, in this call
+            last += self.hop_frames
+            if self.total_frames is not None and last >= self.total_frames:
+                break
+            nxt = min(self._need_step(last), window_end)
+            if self.front.mel_available() < self.front.mel_needed(nxt):
+                break
+            target = nxt
         return target
 
     def _frame_ready(self, i: int) -> bool:

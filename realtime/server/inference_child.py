@@ -148,7 +148,7 @@ class ChildEngine:
         if enc is None:
             w = WINDOWS[lookahead]  # the viseme model's window: (4, 6) full, (8, 2) low
             enc = self.encoders[eid] = StreamingAudioEncoder(self.weights, fps=self.fps, extra_lookahead_ms=0,
-                                                             block=(w.past, w.future))
+                                                             block=(w.past, w.future), catch_up=True)
             _bound(self.encoders)
         return enc
 

@@ -22,10 +22,11 @@ import weakref
 from collections import OrderedDict
 from typing import Any
 
+import cv2
 import numpy as np
 
 from realtime.render.base import MAX_CHUNK, RenderedChunk, Renderer, RenderState, check_chunk
-from realtime.render.idle import IdleMotion
+from realtime.render.idle import IdleMotion, move_frame, moved_box
 from realtime.render.mouth_interior import MouthInterior
 from realtime.render.mouth_warp import FaceRig, MouthParams
 
@@ -37,6 +38,9 @@ RIG_CACHE = 256  # rigs kept per avatar (a video's ping-pong track revisits fram
 # closed mouth frame after frame (rest frames cost 2.6 -> ~0.9 ms on a photo avatar), and quantised
 # parameters repeat in speech pauses. ~100 kB each for a 181-pixel region.
 ROI_CACHE = 64
+# Head-moved photo frames by (source frame, time, seed): every session with that seed at that moment
+# (their avatar index is the time since the engine's epoch) and its rest frame share one. 768 kB each.
+BASE_CACHE = 8
 SPEECH_GATE = (0.25, 0.6)  # 1 - p(sil) below the first value keeps the mouth shut, above the second opens fully
 BILABIAL_SEAL = (0.3, 0.7)  # p(PP) range over which the lips are pressed shut
 PARAM_DECIMALS = 4
@@ -71,7 +75,7 @@ def params_from_prediction(probs: np.ndarray, shapes: np.ndarray, names: list[st
 def _quantised(p: MouthParams) -> MouthParams:
     """Rounds to 1e-4 (a thousandth of a pixel of lip motion). The model's float32 output differs in
     the last bits between chunk sizes (batched GRU); rounding keeps chunked == whole pixel-exact."""
-    return MouthParams(**{f: round(float(v), PARAM_DECIMALS) for f, v in dataclasses.asdict(p).items()})
+    return MouthParams(*(round(float(v), PARAM_DECIMALS) for v in dataclasses.astuple(p)))
 
 
 class VisemeModel:
@@ -122,6 +126,7 @@ class EmbeddedRenderer(Renderer):
         self.weights = weights  # a viseme checkpoint from `syncvid train-visemes`; None = shipped
         self._rigs: weakref.WeakKeyDictionary[Any, OrderedDict] = weakref.WeakKeyDictionary()
         self._rois: weakref.WeakKeyDictionary[Any, OrderedDict] = weakref.WeakKeyDictionary()
+        self._bases: weakref.WeakKeyDictionary[Any, OrderedDict] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 
     # ---- model ------------------------------------------------------------------------------------
@@ -165,13 +170,40 @@ class EmbeddedRenderer(Renderer):
         if entry is None:
             return frame.copy()  # no face in this frame: passed through unchanged
         rig, interior = entry
-        if photo:
-            params = params.replace(eyeBlink=max(params.eyeBlink, idle.blink(t)))
-        out = rig.paste_back(frame, self._deformed_region(avatar, frame_index, frame, rig, interior, params))
-        if photo:
-            lm = rig.region.to_frame(rig.landmarks)
-            pivot = lm[152] + 0.5 * (lm[152] - lm[6])  # the neck, below the chin
-            out = idle.move_head(out, t, (float(pivot[0]), float(pivot[1])))
+        if not photo:
+            return rig.paste_back(frame, self._deformed_region(avatar, frame_index, frame, rig, interior, params))
+        params = params.replace(eyeBlink=max(params.eyeBlink, idle.blink(t)))
+        region = self._deformed_region(avatar, frame_index, frame, rig, interior, params)
+        lm = rig.region.to_frame(rig.landmarks)
+        pivot = lm[152] + 0.5 * (lm[152] - lm[6])  # the neck, below the chin
+        m = idle.head_matrix(t, (float(pivot[0]), float(pivot[1])), frame.shape[:2])
+        return self._moved(avatar, frame_index, state.seed, frame, rig, region, m)
+
+    def _moved(self, avatar: Any, frame_index: int, seed: int, frame: np.ndarray, rig: FaceRig,
+               region: np.ndarray, m: np.ndarray) -> np.ndarray:
+        """The frame with ``region`` pasted, moved by the head pose ``m``. The whole-frame warp
+        (0.7 ms at 512 px) depends only on (source frame, time, seed), so it is cached and shared by
+        every frame of that moment (rest or speech, any session with that seed); only the box the
+        paste changed is warped per frame (same pixels as warping the whole pasted frame, to
+        rounding)."""
+        r = rig.region
+        y0, y1, x0, x1 = rig.paste_box
+        boxes = moved_box(m, (r.y0 + y0, r.y0 + y1, r.x0 + x0, r.x0 + x1), frame.shape[:2])
+        if boxes is None:  # the face near the frame border: warp the whole pasted frame
+            return move_frame(rig.paste_back(frame, region), m)
+        key = (_source_index(avatar, frame_index), int(frame_index), seed)
+        base = self._cached(self._bases, avatar, key)
+        if base is None:
+            base = move_frame(frame, m)
+            self._store(self._bases, avatar, key, base, BASE_CACHE)
+        (dy0, dy1, dx0, dx1), (sy0, sy1, sx0, sx1) = boxes
+        src = frame[sy0:sy1, sx0:sx1].copy()
+        rig.paste_into(src, region, (sx0, sy0))
+        m2 = m.copy()
+        m2[:, 2] += m[:, :2] @ (sx0, sy0) - (dx0, dy0)  # both boxes' corners as origins
+        out = base.copy()
+        out[dy0:dy1, dx0:dx1] = cv2.warpAffine(src, m2, (dx1 - dx0, dy1 - dy0), flags=cv2.INTER_LINEAR,
+                                                 borderMode=cv2.BORDER_REFLECT101)
         return out
 
     def _deformed_region(self, avatar: Any, frame_index: int, frame: np.ndarray, rig: FaceRig,
@@ -188,7 +220,7 @@ class EmbeddedRenderer(Renderer):
         self._store(self._rois, avatar, key, work, ROI_CACHE)
         return work
 
-    # Per-avatar LRU caches (rigs, deformed regions), shared by the worker threads.
+    # Per-avatar LRU caches (rigs, deformed regions, head-moved frames), shared by the worker threads.
     def _cached(self, store: weakref.WeakKeyDictionary, avatar: Any, key: Any) -> Any:
         with self._lock:
             per_avatar = store.setdefault(avatar, OrderedDict())

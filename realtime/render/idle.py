@@ -87,10 +87,40 @@ class IdleMotion:
         waves = np.sin(2 * np.pi * self._freq * t + self._phase).sum(1) / 3  # in [-1, 1]
         return HEAD_ROT_DEG * waves[0], HEAD_SHIFT * waves[1], HEAD_SHIFT * waves[2]
 
-    def move_head(self, frame: np.ndarray, t: float, pivot: tuple[float, float]) -> np.ndarray:
-        """Rotates/shifts the whole frame about ``pivot`` (the neck), reflecting at the borders."""
+    def head_matrix(self, t: float, pivot: tuple[float, float], size_hw: tuple[int, int]) -> np.ndarray:
+        """(2, 3) affine (frame pixel -> moved pixel) of the head pose at ``t`` about ``pivot``."""
         angle, dx, dy = self.head_pose(t)
-        h, w = frame.shape[:2]
+        h, w = size_hw
         m = cv2.getRotationMatrix2D(pivot, angle, 1.0)
         m[:, 2] += (dx * w, dy * h)
-        return cv2.warpAffine(frame, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+        return m
+
+    def move_head(self, frame: np.ndarray, t: float, pivot: tuple[float, float]) -> np.ndarray:
+        """Rotates/shifts the whole frame about ``pivot`` (the neck), reflecting at the borders."""
+        return move_frame(frame, self.head_matrix(t, pivot, frame.shape[:2]))
+
+
+def move_frame(frame: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """The whole frame through the head-pose affine ``m``, reflecting at the borders."""
+    h, w = frame.shape[:2]
+    return cv2.warpAffine(frame, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+
+
+def moved_box(m: np.ndarray, box: tuple[int, int, int, int], size_hw: tuple[int, int],
+              margin: int = 2) -> tuple[tuple[int, int, int, int], tuple[int, int, int, int]] | None:
+    """Where the frame box ``(y0, y1, x0, x1)`` lands after ``m`` (grown by ``margin``: bilinear
+    taps reach one pixel), and the source box those output pixels read (grown likewise).
+    None when the source box leaves the frame (the border reflection then matters)."""
+    h, w = size_hw
+
+    def bounds(a: np.ndarray, y0: int, y1: int, x0: int, x1: int) -> tuple[int, int, int, int]:
+        c = np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]], np.float64) @ a[:, :2].T + a[:, 2]
+        lo, hi = np.floor(c.min(0)).astype(int) - margin, np.ceil(c.max(0)).astype(int) + margin + 1
+        return int(lo[1]), int(hi[1]), int(lo[0]), int(hi[0])
+
+    dy0, dy1, dx0, dx1 = bounds(m, *box)
+    dst = (max(dy0, 0), min(dy1, h), max(dx0, 0), min(dx1, w))
+    src = bounds(cv2.invertAffineTransform(m), *dst)
+    if src[0] < 0 or src[2] < 0 or src[1] > h or src[3] > w:
+        return None
+    return dst, src

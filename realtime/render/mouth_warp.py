@@ -78,11 +78,14 @@ class MouthParams:
         for name, v in zip(names, np.asarray(values, dtype=np.float64).tolist()):
             base = name.removesuffix("Left").removesuffix("Right")
             acc.setdefault(base, []).append(v)
-        fields = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: float(np.clip(np.mean(v), 0.0, 1.0)) for k, v in acc.items() if k in fields})
+        fields = _PARAM_FIELDS
+        return cls(**{k: min(1.0, max(0.0, sum(v) / len(v))) for k, v in acc.items() if k in fields})
 
     def replace(self, **kw: float) -> "MouthParams":
         return dataclasses.replace(self, **kw)
+
+
+_PARAM_FIELDS = frozenset(f.name for f in dataclasses.fields(MouthParams))
 
 
 @dataclass
@@ -283,14 +286,21 @@ class FaceRig:
 
     def paste_back(self, frame: np.ndarray, roi_image: np.ndarray) -> np.ndarray:
         """Blends the region image into a copy of the frame over the feathered deformation support."""
-        r = self.region
         out = frame.copy()
+        self.paste_into(out, roi_image)
+        return out
+
+    def paste_into(self, out: np.ndarray, roi_image: np.ndarray, origin: tuple[int, int] = (0, 0)) -> None:
+        """``paste_back`` in place, into ``out`` = the part of a frame whose corner is at frame
+        pixel ``origin`` (x, y); it must contain the paste box."""
+        r = self.region
         y0, y1, x0, x1 = self.paste_box
-        roi = out[r.y0 + y0:r.y0 + y1, r.x0 + x0:r.x0 + x1]
+        oy, ox = r.y0 - origin[1], r.x0 - origin[0]
+        assert oy + y0 >= 0 and ox + x0 >= 0 and oy + y1 <= out.shape[0] and ox + x1 <= out.shape[1]
+        roi = out[oy + y0:oy + y1, ox + x0:ox + x1]
         m = self.paste_mask[y0:y1, x0:x1, None]
         src = roi.astype(np.float32)
         roi[:] = (src + (roi_image[y0:y1, x0:x1] - src) * m + 0.5).astype(np.uint8)
-        return out
 
     @functools.cached_property
     def paste_box(self) -> tuple[int, int, int, int]:

@@ -98,6 +98,33 @@ def test_photo_idle_blinks_and_sways(renderer, default_avatar):
     assert 0.3 < np.abs(frames[0].astype(np.float32) - frames[len(frames) // 2]).mean() < 20
 
 
+def test_photo_frames_share_the_moved_frame_and_match_warping_the_whole_frame(default_avatar):
+    """A photo frame = the head-moved frame of that moment (cached, shared by every session with the
+    seed) with only the pasted box warped per frame: the same pixels as warping the whole pasted
+    frame, to the warp's 1/32-pixel rounding."""
+    from realtime.render.idle import move_frame
+
+    r = EmbeddedRenderer(predictor=RecurrentFake())
+    a, b, other = r.new_state(0), r.new_state(0), r.new_state(5)
+    for k, jaw in ((3, 0.0), (40, 0.5), (77, 1.0)):
+        p = MouthParams(jawOpen=jaw, mouthFunnel=0.2)
+        got = r.render_params(default_avatar, k, p, a)
+        frame = np.asarray(default_avatar.frame(k))
+        rig, interior = r.rig(default_avatar, k)
+        idle, t = a.data["idle"], k / 25
+        region = r._deformed_region(default_avatar, k, frame, rig, interior, p.replace(eyeBlink=idle.blink(t)))
+        lm = rig.region.to_frame(rig.landmarks)
+        pivot = lm[152] + 0.5 * (lm[152] - lm[6])
+        whole = move_frame(rig.paste_back(frame, region), idle.head_matrix(t, tuple(map(float, pivot)), frame.shape[:2]))
+        d = np.abs(got.astype(np.int16) - whole)
+        assert d.max() <= 8 and (d > 0).mean() < 0.005, (d.max(), (d > 0).mean())
+        bases = len(r._bases[default_avatar])
+        assert np.array_equal(r.render_params(default_avatar, k, p, b), got)  # another session: shared
+        assert len(r._bases[default_avatar]) == bases
+        r.render_params(default_avatar, k, p, other)  # another seed: its own head pose
+        assert len(r._bases[default_avatar]) == min(bases + 1, 8)
+
+
 def test_silence_and_bilabials_close_the_lips():
     probs = np.full((3, 15), 0.01)
     probs[0, 0] = 0.9  # silence

@@ -58,6 +58,35 @@ class RestFrameCache:
         return frame
 
 
+class SlotPhases:
+    """Where each session's video slots fall within a frame period (seconds of the monotonic clock,
+    modulo the period). A session's slot grid can sit at any audio packet boundary of its frame
+    period with the same latency (timeline._set_anchor); it takes the one with the least load from
+    the others', so sessions whose packets arrive in step (clients started together, one sender of
+    many streams) do not all need the inference process at the same moment. Event loop only."""
+
+    def __init__(self) -> None:
+        self._phases: dict[int, float] = {}
+
+    def choose(self, key: int, candidates: list[float], period: float) -> int:
+        """Index of the least loaded of ``candidates`` (phases); it becomes ``key``'s phase."""
+        others = [p for k, p in self._phases.items() if k != key]
+
+        def load(c: float) -> float:  # each other session weighs up to half a period away
+            d = [abs(c - p) % period for p in others]
+            return sum(max(0.0, period / 2 - min(x, period - x)) for x in d)
+
+        best = min(range(len(candidates)), key=lambda m: (round(load(candidates[m]), 9), m))
+        self._phases[key] = candidates[best] % period
+        return best
+
+    def release(self, key: int) -> None:
+        self._phases.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._phases)
+
+
 @dataclass
 class Engine:
     avatar: Any
@@ -66,6 +95,7 @@ class Engine:
     worker: InferenceWorker
     epoch: float = field(default_factory=time.monotonic)  # avatar frame 0 (see RestFrameCache)
     rest_cache: RestFrameCache = field(default_factory=RestFrameCache)
+    phases: SlotPhases = field(default_factory=SlotPhases)
     backend: Any = None  # inference_process.ProcessBackend when the models run in a child process
     _renderers: dict[str, Any] = field(default_factory=dict)
 

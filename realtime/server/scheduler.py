@@ -46,7 +46,7 @@ class FrameScheduler(InputStage):
                  silence_dbfs: float, max_frames_ahead: int, audio_buffer_s: float,
                  worker: InferenceWorker, renderer, avatar, encoder, render_state,
                  clock: MediaClock, metrics: ServerMetrics, audio_extra_delay_s: float = 0.0,
-                 epoch: float | None = None, rest_cache=None) -> None:
+                 epoch: float | None = None, rest_cache=None, phases=None) -> None:
         self.fps, self.period = fps, 1.0 / fps
         self.budget_s, self.lookahead_s = budget_s, lookahead_s
         self.max_chunk, self.max_frames_ahead = max_chunk, max_frames_ahead
@@ -55,6 +55,7 @@ class FrameScheduler(InputStage):
         # Avatar frame index = time since the server's epoch in frames, the same for every session at
         # any moment: idle motion is continuous, and rest frames are shared through ``rest_cache``.
         self.epoch, self.rest_cache = epoch, rest_cache
+        self.phases = phases  # engine.SlotPhases shared by the sessions, or None
         self.encoder, self.state = encoder, render_state
         self.clock, self.metrics = clock, metrics
         self.audio_extra_delay_s = audio_extra_delay_s

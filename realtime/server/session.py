@@ -51,7 +51,7 @@ class WebRTCSession:
             encoder=engine.encoder_factory(self.lookahead, config.fps),
             render_state=renderer.new_state(int(options.get("seed", 0))),
             clock=self.clock, metrics=metrics, audio_extra_delay_s=config.audio_extra_delay_ms / 1000.0,
-            epoch=engine.epoch, rest_cache=engine.rest_cache,
+            epoch=engine.epoch, rest_cache=engine.rest_cache, phases=engine.phases,
         )
         self.video = VideoOutputTrack(self.clock, config.fps, self.scheduler.frame_for, self._on_video_sent,
                                       offset=lambda: self.scheduler.video_offset_s)
@@ -171,6 +171,7 @@ class WebRTCSession:
             except Exception:  # a stuck transport must not keep the session alive
                 log.warning("session %s: peer connection did not close cleanly", self.id, exc_info=True)
         s = self.scheduler
+        self.engine.phases.release(id(s))
         self.engine.release(s.encoder, *([_StateRelease(s.renderer, s.state)] if hasattr(s.renderer, "release") else []))
         s.ready.clear(), s.rest.clear(), s.blocks.clear()
         self.audio_input = None

@@ -89,7 +89,10 @@ class InputStage:
         that the frame's whole look-ahead ends just before a later packet boundary: the frame can be
         computed one packet earlier than with an arbitrary phase (45 ms for encoder + renderer at
         the default budget instead of 12..45 ms). The video slot grid is shifted by ``video_offset_s``
-        (< 20 ms) to make both hold exactly; the audio output follows the same shift."""
+        (< 20 ms) to make both hold exactly; the audio output follows the same shift. Any of the
+        frame period's packet boundaries gives the same latency (slots and content move together):
+        ``phases`` (engine.SlotPhases) picks the one least used by the other sessions, adding
+        whole packets to the offset (< one frame)."""
         t0 = self.clock.start()
         first = self.phi is None
         self.a0 = a0
@@ -99,6 +102,10 @@ class InputStage:
             boundary = (self._packets[-1][0] % (ENCODER_RATE * pkt)) / ENCODER_RATE if self._packets else 0.0
             x = t0 - a0 - target - pkt  # phi - offset - phase
             self.video_offset_s = (boundary - x) % pkt
+            n = round(self.period / pkt)
+            if self.phases is not None and n > 1:
+                grid = t0 + self.video_offset_s
+                self.video_offset_s += pkt * self.phases.choose(id(self), [grid + m * pkt for m in range(n)], self.period)
             self.phi = x + self.video_offset_s + self.content_phase
         else:  # frame period not a whole number of packets: no alignment
             self.video_offset_s = 0.0

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from realtime.render.base import RenderState
-from realtime.render.embedded import VISEMES, EmbeddedRenderer, params_from_prediction
+from realtime.render.embedded import BASE_CACHE, VISEMES, EmbeddedRenderer, params_from_prediction
 from realtime.render.mouth_warp import MouthParams
 from tests.realtime.render.conftest import lip_gap
 
@@ -122,7 +122,7 @@ def test_photo_frames_share_the_moved_frame_and_match_warping_the_whole_frame(de
         assert np.array_equal(r.render_params(default_avatar, k, p, b), got)  # another session: shared
         assert len(r._bases[default_avatar]) == bases
         r.render_params(default_avatar, k, p, other)  # another seed: its own head pose
-        assert len(r._bases[default_avatar]) == min(bases + 1, 8)
+        assert len(r._bases[default_avatar]) == min(bases + 1, BASE_CACHE)
 
 
 def test_silence_and_bilabials_close_the_lips():

@@ -185,3 +185,47 @@ async def test_top_level_thins_frames_before_the_push():
     kinds = [k for _, _, k in sched.history]
     assert kinds.count("repeat") >= 8 and kinds.count("speech") >= 8
     assert loop_renderer.calls == [] and sched.metrics.frames_late.value <= 1
+
+
+def test_sessions_in_step_take_different_packet_boundaries_at_the_same_latency():
+    """Two sessions whose packets arrive together: the second one's slots move by one packet (the
+    frame period's other boundary), content with them, so its latency is the same; a closed
+    session's boundary is free again."""
+    from realtime.server.engine import SlotPhases
+
+    phases, worker = SlotPhases(), InferenceWorker()
+    try:
+        scheds = []
+        for _ in range(3):
+            s = make_scheduler(FakeRenderer(), worker)
+            s.phases = phases
+            s.clock.t0 = 100.0  # clients started together
+            scheds.append(s)
+        a, b, c = scheds
+        for s in (a, b):
+            for k in range(10):
+                s.ring16.write(np.zeros(320, np.float32))
+                s.on_packet(s.ring16.end, 100.3 + 0.02 * k)
+        assert a.phi is not None and b.phi is not None
+        assert abs(abs(b.video_offset_s - a.video_offset_s) - 0.02) < 1e-9
+        assert abs((b.phi - b.video_offset_s) - (a.phi - a.video_offset_s)) < 1e-9  # same delay
+        assert max(a.video_offset_s, b.video_offset_s) < 0.04  # less than one frame
+        phases.release(id(a))
+        for k in range(10):
+            c.ring16.write(np.zeros(320, np.float32))
+            c.on_packet(c.ring16.end, 100.3 + 0.02 * k)
+        assert abs(c.video_offset_s - a.video_offset_s) < 1e-9 and len(phases) == 2
+    finally:
+        worker.close()
+
+
+def test_slot_phases_balance_the_frame_period():
+    from realtime.server.engine import SlotPhases
+
+    p = SlotPhases()
+    picks = [p.choose(k, [0.005, 0.025], 0.04) for k in range(4)]
+    assert sorted(picks) == [0, 0, 1, 1]  # two sessions per boundary
+    assert p.choose(9, [0.015, 0.035], 0.04) in (0, 1) and len(p) == 5
+    p.release(9)
+    p.release(0)
+    assert p.choose(7, [0.005, 0.025], 0.04) == 0  # the freed, less loaded boundary

@@ -89,7 +89,7 @@ class InputStage:
         that the frame's whole look-ahead ends just before a later packet boundary: the frame can be
         computed one packet earlier than with an arbitrary phase (45 ms for encoder + renderer at
         the default budget instead of 12..45 ms). The video slot grid is shifted by ``video_offset_s``
-        (< 20 ms) to make both hold exactly; the audio output follows the same shift. Any of the
+        (< one packet) to make both hold exactly; the audio output follows the same shift. Any of the
         frame period's packet boundaries gives the same latency (slots and content move together):
         ``phases`` (engine.SlotPhases) picks the one least used by the other sessions, adding
         whole packets to the offset (< one frame)."""

@@ -5,8 +5,9 @@ work region around the face (on the frame's own pixel grid), a Delaunay triangul
 vertices plus a fixed band outside the face outline and the work-region border, and a small linear
 basis of per-vertex displacements ("modes": seal the lips, drop the lower lip, drop the jaw, narrow,
 widen, roll, blink). A frame's deformation is then ``seal + sum(weight_k * mode_k)``: a (V, 2)
-multiply-add. Only triangles that any mode moves are re-rasterised in their deformed pose (a triangle
-id image), their inverse affines are solved in one batched call, and one remap reads the source frame.
+multiply-add. Only triangles that any mode moves are re-rasterised in their deformed pose, in one
+compiled pass that writes each covered pixel's source position (``raster.py``), and one remap reads
+the source frame.
 
 Why the seal is part of the base pose: a closed mouth is the rest state (silence, bilabials), and many
 photos (the default astronaut) smile with the teeth showing. Upper inner-lip points move a third of the
@@ -25,6 +26,7 @@ import numpy as np
 from scipy.spatial import Delaunay
 
 from realtime.render.idle import eyelid_mode
+from realtime.render.raster import fill_warp_maps
 
 N_MESH = 468  # FaceMesh vertices; the 10 iris points (refine_landmarks) are not warp vertices
 
@@ -224,40 +226,8 @@ class FaceRig:
         tri = self.tris[self.moving[moved[self.tris[self.moving]].any(1)]]
         if len(tri) == 0:
             return self.base_map
-        qt, rt = q[tri], self.rest[tri]  # (M, 3, 2)
-        area = ((qt[:, 1, 0] - qt[:, 0, 0]) * (qt[:, 2, 1] - qt[:, 0, 1])
-                - (qt[:, 2, 0] - qt[:, 0, 0]) * (qt[:, 1, 1] - qt[:, 0, 1]))
-        rest_area = ((rt[:, 1, 0] - rt[:, 0, 0]) * (rt[:, 2, 1] - rt[:, 0, 1])
-                     - (rt[:, 2, 0] - rt[:, 0, 0]) * (rt[:, 1, 1] - rt[:, 0, 1]))
-        # Collapsed triangles (sealed lips) cover no pixel. Triangles that folded over (extreme parameter
-        # mixes) are drawn first so that proper ones overwrite them: where they alone cover a pixel, a
-        # mirrored sample of the neighbourhood beats a hole showing the undeformed frame.
-        keep = np.abs(area) > 0.05
-        order = np.argsort(np.sign(area[keep]) == np.sign(rest_area[keep]), kind="stable")
-        qt, rt = qt[keep][order], rt[keep][order]
-        # Affine A with A @ [x, y, 1] = rest point for each deformed corner: solve in one batch.
-        qh = np.concatenate([qt, np.ones(qt.shape[:2] + (1,), qt.dtype)], axis=2)  # (K, 3, 3)
-        affine = np.linalg.solve(qh.astype(np.float64), rt.astype(np.float64)).transpose(0, 2, 1)
-
-        s = self.region.size
-        x0, y0 = np.floor(qt.reshape(-1, 2).min(0)).astype(int).clip(0, s - 1)
-        x1, y1 = (np.ceil(qt.reshape(-1, 2).max(0)).astype(int) + 1).clip(1, s)
-        label = np.full((y1 - y0, x1 - x0), -1, np.int32)
-        pts = np.round((qt - (x0, y0)) * 16).astype(np.int32)
-        for k in range(len(pts)):  # a few hundred tiny fills (~0.3 ms): the only per-triangle loop
-            cv2.fillConvexPoly(label, pts[k], k, lineType=cv2.LINE_8, shift=4)
-        # Fold the work -> frame conversion into each affine; index K (label -1) is the identity.
-        r = self.region
-        aff = np.empty((len(affine) + 1, 2, 3), np.float32)
-        aff[:-1] = affine / r.scale
-        off = r.offset
-        aff[:-1, :, 2] += off
-        aff[-1] = ((1 / r.scale, 0, off[0]), (0, 1 / r.scale, off[1]))
-        c = aff.reshape(-1, 6)[label]  # (h, w, 6); label -1 picks the last row
-        gx, gy = self.base_grid[0][y0:y1, x0:x1], self.base_grid[1][y0:y1, x0:x1]
         map_x, map_y = self.base_map[0].copy(), self.base_map[1].copy()
-        map_x[y0:y1, x0:x1] = c[..., 0] * gx + c[..., 1] * gy + c[..., 2]
-        map_y[y0:y1, x0:x1] = c[..., 3] * gx + c[..., 4] * gy + c[..., 5]
+        fill_warp_maps(q, self.rest, tri, self.region.scale, self.region.offset, map_x, map_y)
         return map_x, map_y
 
     def roi_maps(self, disp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

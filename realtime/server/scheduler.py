@@ -37,6 +37,10 @@ MAX_LEVEL = THIN_LEVEL
 LEVEL_UP_LATE = 2  # late frames within the last WINDOW speech frames that raise the level
 WINDOW = 25
 RECOVER_STREAK = 50  # consecutive on-time speech frames before stepping back down
+# Slots after a step down the ladder whose lateness does not raise the level again: frames already
+# in flight were scheduled at the old level, so only later ones show whether the step was enough.
+# Without it one burst of late frames (a few hundred ms of contention) climbed every level at once.
+SETTLE_SLOTS = 10
 
 
 
@@ -92,6 +96,7 @@ class FrameScheduler(InputStage):
         self.level = 0
         self._outcomes: collections.deque[bool] = collections.deque(maxlen=WINDOW)
         self._streak = 0
+        self._settle = 0  # slots left in which lateness does not raise the level (SETTLE_SLOTS)
         self.render_s_per_frame = 0.01  # running estimate, used to skip frames that cannot make it
         self._audio_wake = asyncio.Event()
         self._render_wake = asyncio.Event()
@@ -289,14 +294,18 @@ class FrameScheduler(InputStage):
         return frame
 
     def _outcome(self, on_time: bool, speech: bool = True) -> None:
-        """Per slot: lateness of speech frames raises the level; slots without lateness (silence
-        included, so a session recovers while it listens) lower it again."""
-        if speech:
+        """Per slot: lateness of speech frames raises the level (not in the SETTLE_SLOTS after a
+        raise); slots without lateness (silence included, so a session recovers while it listens)
+        lower it again."""
+        settling = self._settle > 0
+        self._settle = max(0, self._settle - 1)
+        if speech and not settling:
             self._outcomes.append(on_time)
         self._streak = self._streak + 1 if on_time else 0
         if not on_time and self._outcomes.count(False) >= LEVEL_UP_LATE and self.level < MAX_LEVEL:
             self.level += 1
             self._outcomes.clear()
+            self._settle = SETTLE_SLOTS
             log.info("degrading to level %d", self.level)
         elif (self._streak >= RECOVER_STREAK and self.level > 0
               # leaving the top level renders twice as many frames: only when the renderer can

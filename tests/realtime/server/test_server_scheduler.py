@@ -229,3 +229,18 @@ def test_slot_phases_balance_the_frame_period():
     p.release(9)
     p.release(0)
     assert p.choose(7, [0.005, 0.025], 0.04) == 0  # the freed, less loaded boundary
+
+
+def test_one_burst_of_late_frames_raises_the_level_one_step():
+    from realtime.server.scheduler import LEVEL_UP_LATE, SETTLE_SLOTS
+
+    sched = make_scheduler(FakeRenderer(), worker=None)
+    for _ in range(LEVEL_UP_LATE + SETTLE_SLOTS):  # a burst: every slot late for 12 frame times
+        sched._outcome(False)
+    assert sched.level == 1  # one step; the frames after it were scheduled before it took effect
+    for _ in range(LEVEL_UP_LATE):  # still late once the step had time to act: the next step
+        sched._outcome(False)
+    assert sched.level == 2
+    for _ in range(SETTLE_SLOTS):  # on time while settling: no further step, no recovery yet
+        sched._outcome(True)
+    assert sched.level == 2

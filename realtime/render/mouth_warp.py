@@ -219,11 +219,14 @@ class FaceRig:
                 d += np.float32(w) * self.modes[name]
         return d
 
+    def _moving(self, disp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(deformed vertices, the triangles that move: (M, 3) vertex indices)."""
+        moved = np.abs(disp).max(1) > MIN_MOVE_PX
+        return self.rest + disp, self.tris[self.moving[moved[self.tris[self.moving]].any(1)]]
+
     def warp_maps(self, disp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Backward piecewise-affine remap (work pixel -> source frame pixel) for deformed vertices."""
-        q = self.rest + disp
-        moved = np.abs(disp).max(1) > MIN_MOVE_PX
-        tri = self.tris[self.moving[moved[self.tris[self.moving]].any(1)]]
+        q, tri = self._moving(disp)
         if len(tri) == 0:
             return self.base_map
         map_x, map_y = self.base_map[0].copy(), self.base_map[1].copy()
@@ -241,13 +244,36 @@ class FaceRig:
 
     def warp(self, frame: np.ndarray, disp: np.ndarray) -> np.ndarray:
         """The deformed region (side, side, 3), sampled once from the full frame at its own resolution."""
-        return self.remap(frame, self.roi_maps(disp))
+        box = self._changed_box(disp)
+        if box is None:  # nothing moves: the still region
+            r = self.region
+            return np.array(frame[r.y0:r.y0 + r.side, r.x0:r.x0 + r.side])
+        return self.remap(frame, self.roi_maps(disp), box)
 
-    def remap(self, frame: np.ndarray, maps: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-        """Samples the region through ``roi_maps``; only the paste box is resampled, the rest is copied."""
+    def _changed_box(self, disp: np.ndarray) -> tuple[int, int, int, int] | None:
+        """(y0, y1, x0, x1), region pixels, outside which ``roi_maps`` is the still frame's map for
+        ``disp``: the moving triangles' deformed box (one pixel more: the raster's half-pixel cover).
+        Only on the frame's own grid (work scale 1), where the still map samples whole pixels, so a
+        copy is the same as resampling; elsewhere the whole paste box."""
+        if self.region.size != self.region.side:
+            return self.paste_box
+        q, tri = self._moving(disp)
+        if len(tri) == 0:
+            return None
+        pts = q[tri].reshape(-1, 2)
+        (x0, y0), (x1, y1) = np.floor(pts.min(0)).astype(int) - 1, np.ceil(pts.max(0)).astype(int) + 2
+        py0, py1, px0, px1 = self.paste_box
+        return max(int(y0), py0), min(int(y1), py1), max(int(x0), px0), min(int(x1), px1)
+
+    def remap(self, frame: np.ndarray, maps: tuple[np.ndarray, np.ndarray],
+              box: tuple[int, int, int, int] | None = None) -> np.ndarray:
+        """Samples the region through ``roi_maps`` inside ``box`` (region pixels; None: the paste
+        box); the rest is copied from the frame."""
         r = self.region
         out = np.array(frame[r.y0:r.y0 + r.side, r.x0:r.x0 + r.side])
-        y0, y1, x0, x1 = self.paste_box
+        y0, y1, x0, x1 = self.paste_box if box is None else box
+        if y1 <= y0 or x1 <= x0:
+            return out
         # Bicubic keeps about a third more skin detail than bilinear where the skin is shifted by
         # fractions of a pixel.
         out[y0:y1, x0:x1] = cv2.remap(frame, maps[0][y0:y1, x0:x1], maps[1][y0:y1, x0:x1], cv2.INTER_CUBIC,

@@ -129,3 +129,21 @@ def test_from_blendshapes_averages_left_right_and_clips():
 def test_rig_rejects_wrong_landmark_shape(astronaut):
     with pytest.raises(ValueError):
         FaceRig.build(np.zeros((68, 2)), (512, 512))
+
+
+@pytest.mark.parametrize("max_work", [1024, 128])  # the frame's own grid; a coarser work grid (maps resized)
+def test_warp_resamples_only_the_changed_box_with_the_same_pixels(rigged, max_work):
+    img, lm, _, _ = rigged
+    rig = FaceRig.build(lm, img.shape[:2], eyes=True, max_work=max_work)
+    coarse = rig.region.size != rig.region.side
+    assert coarse == (max_work == 128)
+    for p in (MouthParams(), MouthParams(jawOpen=0.6, mouthStretch=0.5), MouthParams(mouthPucker=1, eyeBlink=1)):
+        disp = rig.displacement(p)
+        whole = rig.remap(img, rig.roi_maps(disp))  # the whole paste box resampled
+        box = rig._changed_box(disp)
+        assert np.array_equal(rig.warp(img, disp), whole)
+        if coarse:  # maps resized: the still map is not whole pixels, the whole box is resampled
+            assert box == rig.paste_box
+        else:  # on the frame's grid the box is the moving part only
+            area = lambda b: (b[1] - b[0]) * (b[3] - b[2])  # noqa: E731
+            assert area(box) < area(rig.paste_box)

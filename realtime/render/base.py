@@ -57,6 +57,10 @@ class Renderer(ABC):
         """Frame with the mouth closed and at rest (silence); default: the avatar frame itself."""
         return avatar.frame(frame_index)
 
+    def warm_up(self, avatar: Any) -> None:
+        """Loads models and compiles kernels now (a server start), not on a session's first frame."""
+        self.rest_frame(avatar, 0, self.new_state(0))
+
 
 def check_chunk(frame_indices: np.ndarray, audio_blocks: np.ndarray) -> None:
     n = len(frame_indices)

@@ -239,6 +239,14 @@ class EmbeddedRenderer(Renderer):
     def rest_frame(self, avatar: Any, frame_index: int, state: RenderState) -> np.ndarray:
         return self.render_params(avatar, frame_index, MouthParams(), state)
 
+    def warm_up(self, avatar: Any) -> None:
+        """The viseme model, the avatar's first rig and the compiled warp kernel (whose first call
+        loads or compiles it: 0.3-1 s), with a rest frame and an open mouth."""
+        _ = self.predictor
+        state = self.new_state(0)
+        self.rest_frame(avatar, 0, state)
+        self.render_params(avatar, 0, MouthParams(jawOpen=0.5), state)
+
     def predict(self, audio_blocks: np.ndarray, state: RenderState) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """(N, 15) viseme probabilities, (N, K) blendshapes and their names; advances the model state."""
         if "visemes" not in state.data:

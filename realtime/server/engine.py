@@ -110,7 +110,7 @@ class Engine:
         for la in lookaheads:
             self.encoder_factory(la, fps)
             r = self.renderer(la)
-            r.rest_frame(self.avatar, 0, r.new_state(0))
+            r.warm_up(self.avatar)
         log.info("models loaded in %.1f s", time.monotonic() - t)
 
     def release(self, *objs: Any) -> None:

@@ -36,7 +36,7 @@ class ChildEngine:
         self.states: OrderedDict[int, Any] = OrderedDict()
         self.rest_cache = RestFrameCache()
         for r in self.renderers.values():  # first calls are slow (allocations, lazy model loads)
-            r.rest_frame(self.avatar, 0, r.new_state(0))
+            r.warm_up(self.avatar)
         self.load_s = time.monotonic() - t
 
     def describe(self) -> str:

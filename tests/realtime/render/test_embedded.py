@@ -234,3 +234,15 @@ def test_shipped_model_chunked_equals_whole(default_avatar, lookahead):
         assert x["visemes"] == pytest.approx(y["visemes"], abs=1e-6)
         assert sum(x["visemes"].values()) == pytest.approx(1.0, abs=1e-5)
         assert len(x["visemes"]) == 15
+
+
+def test_warm_up_loads_the_model_the_rig_and_the_warp_kernel(default_avatar):
+    from realtime.render import raster
+
+    r = EmbeddedRenderer()
+    assert r._predictor is None
+    r.warm_up(default_avatar)
+    assert r._predictor is not None and r.predictor.blendshape_names  # the viseme model is loaded
+    assert len(r._rigs[default_avatar]) == 1  # frame 0's rig is built
+    assert raster._fill.signatures  # the kernel is compiled (or loaded from its cache)
+    assert len(r._rois[default_avatar]) == 2  # the rest and the open mouth were rendered

@@ -16,12 +16,15 @@ import numba
 import numpy as np
 
 MIN_AREA = 0.05
-HALO = 0.5  # px  # twice the area, px^2: collapsed triangles (sealed lips) cover no pixel
+HALO = 0.75  # px: reaches every pixel an edge passes through (a diagonal's centre is 0.71 px off)  # twice the area, px^2: collapsed triangles (sealed lips) cover no pixel
 
 
 @numba.njit(cache=True, nogil=True)
 def _fill(q, rest, tris, scale, off_x, off_y, map_x, map_y):  # pragma: no cover - compiled
     h, w = map_x.shape
+    # Who wrote each pixel: 1/2 a folded triangle's halo/inside, 3/4 a proper one's. A pixel goes
+    # to the highest rank, and among equals to the later triangle.
+    rank = np.zeros((h, w), np.uint8)
     inv = 1.0 / scale
     # Folded triangles (extreme parameter mixes) first, so that proper ones overwrite them: where they
     # alone cover a pixel, a mirrored sample of the neighbourhood beats a hole showing the still frame.
@@ -37,9 +40,9 @@ def _fill(q, rest, tris, scale, off_x, off_y, map_x, map_y):  # pragma: no cover
             if ((area > 0) == (rest_area > 0)) != (proper_pass == 1):
                 continue
             s = 1.0 / area
-            # Conservative cover: pixels whose centre lies within half a pixel outside an edge count
-            # (the later triangle wins), so a seam where two triangles meet over a collapsed one (the
-            # sealed lips) leaves no pixel showing the still frame.
+            # Conservative cover: pixels whose centre lies within HALO outside an edge count too, but
+            # only where no triangle covers them itself, so a seam where two triangles meet over a
+            # collapsed one (the sealed lips) leaves no pixel showing the still frame.
             la = HALO * np.hypot(cx - bx, cy - by) / abs(area)
             lb = HALO * np.hypot(ax - cx, ay - cy) / abs(area)
             lc = HALO * np.hypot(bx - ax, by - ay) / abs(area)
@@ -55,6 +58,10 @@ def _fill(q, rest, tris, scale, off_x, off_y, map_x, map_y):  # pragma: no cover
                     l2 = 1.0 - l0 - l1
                     if l0 < -la or l1 < -lb or l2 < -lc:
                         continue
+                    r = 2 * proper_pass + (2 if l0 >= 0 and l1 >= 0 and l2 >= 0 else 1)
+                    if r < rank[y, x]:
+                        continue
+                    rank[y, x] = r
                     rx = l0 * rest[a, 0] + l1 * rest[b, 0] + l2 * rest[c, 0]
                     ry = l0 * rest[a, 1] + l1 * rest[b, 1] + l2 * rest[c, 1]
                     map_x[y, x] = rx * inv + off_x

@@ -46,7 +46,7 @@ def test_collapsed_triangle_covers_nothing_but_its_neighbours_close_the_seam():
     mx, my = _maps()
     fill_warp_maps(q, rest, tris, 1.0, np.zeros(2), mx, my)
     assert (mx[21:, 10:30] == -1).all()  # the collapsed triangles wrote nothing below the line
-    # Row 20 lies 0.4 px below the last covering triangle: covered (half a pixel of halo), so the
+    # Row 20 lies 0.4 px below the last covering triangle: covered (the 0.75 px halo), so the
     # seam shows the stretched skin, not the still frame.
     assert (mx[5:21, 6:34] != -1).all()
     np.testing.assert_allclose(my[20, 10:30], 5 + (20 - 5) * (10 / 14.6), atol=1e-3)  # extrapolated
@@ -75,3 +75,17 @@ def test_triangles_outside_the_grid_are_clipped():
     inside = xs + ys <= 50  # the hypotenuse is x + y = 50
     np.testing.assert_allclose(mx[inside], xs[inside], atol=1e-4)
     assert (mx[xs + ys > 51] == -1).all()
+
+
+def test_a_later_triangles_halo_does_not_take_pixels_an_earlier_one_covers():
+    # Two bands, the upper one mapped as is, the lower one 100 px down; they meet at y = 20.5.
+    q = np.array([[5, 10], [35, 10], [35, 20.5], [5, 20.5], [5, 20.5], [35, 20.5], [35, 30], [5, 30]], np.float64)
+    rest = q.copy()
+    rest[4:, 1] += 100
+    tris = np.array([[0, 1, 2], [0, 2, 3], [4, 5, 6], [4, 6, 7]])
+    mx, my = _maps()
+    fill_warp_maps(q, rest, tris, 1.0, np.zeros(2), mx, my)
+    assert my[20, 15] == 20.0  # inside the upper band, 0.5 px from the lower one (its halo)
+    assert my[21, 15] == 121.0
+    assert my[31, 15] == -1 and my[30, 15] == 130.0  # the halo only reaches uncovered pixels
+    assert my[9, 15] == -1  # 1 px outside: beyond the 0.75 px halo

@@ -37,7 +37,7 @@ MAX_LEVEL = THIN_LEVEL
 LEVEL_UP_LATE = 2  # late frames within the last WINDOW speech frames that raise the level
 WINDOW = 25
 RECOVER_STREAK = 50  # consecutive on-time speech frames before stepping back down
-# Slots after a step down the ladder whose lateness does not raise the level again: frames already
+# Slots after the level is raised whose lateness does not raise it again: frames already
 # in flight were scheduled at the old level, so only later ones show whether the step was enough.
 # Without it one burst of late frames (a few hundred ms of contention) climbed every level at once.
 SETTLE_SLOTS = 10

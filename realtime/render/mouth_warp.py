@@ -149,7 +149,6 @@ class FaceRig:
     seal: np.ndarray  # (V, 2) base displacement closing the rest pose's lips
     modes: dict[str, np.ndarray]  # unit displacements (V, 2)
     base_map: tuple[np.ndarray, np.ndarray]  # identity remap (work pixel -> frame pixel)
-    base_grid: tuple[np.ndarray, np.ndarray]  # work pixel coordinates (x, y)
     paste_mask: np.ndarray  # (side, side) float32 feathered support of the deformation, frame scale
     mouth_width: float  # W in work pixels
     axes: np.ndarray  # (2, 2): e_x (corner to corner), e_y (down)
@@ -190,7 +189,6 @@ class FaceRig:
         gx, gy = np.meshgrid(np.arange(s, dtype=np.float32), np.arange(s, dtype=np.float32))
         off = region.offset.astype(np.float32)
         base_map = (gx / region.scale + off[0], gy / region.scale + off[1])
-        base_grid = (gx, gy)
 
         support = np.zeros((s, s), np.uint8)
         cv2.fillPoly(support, list(np.round(rest[tris[moving]]).astype(np.int32)), 255)
@@ -199,7 +197,7 @@ class FaceRig:
         paste_mask = cv2.GaussianBlur(cv2.dilate(paste, np.ones((3, 3), np.uint8)).astype(np.float32) / 255,
                                       (0, 0), sigma)
         return cls(region, rest.astype(np.float32), tris, moving, seal.astype(np.float32),
-                   {k: v.astype(np.float32) for k, v in modes.items()}, base_map, base_grid,
+                   {k: v.astype(np.float32) for k, v in modes.items()}, base_map,
                    paste_mask, info["W"], info["axes"], info["smile"], lm.astype(np.float32))
 
     # ---- per frame -------------------------------------------------------------------------------
@@ -224,18 +222,21 @@ class FaceRig:
         moved = np.abs(disp).max(1) > MIN_MOVE_PX
         return self.rest + disp, self.tris[self.moving[moved[self.tris[self.moving]].any(1)]]
 
-    def warp_maps(self, disp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Backward piecewise-affine remap (work pixel -> source frame pixel) for deformed vertices."""
-        q, tri = self._moving(disp)
+    def warp_maps(self, disp: np.ndarray, moving: tuple[np.ndarray, np.ndarray] | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        """Backward piecewise-affine remap (work pixel -> source frame pixel) for deformed vertices
+        (``moving``: ``_moving(disp)`` if the caller has it)."""
+        q, tri = self._moving(disp) if moving is None else moving
         if len(tri) == 0:
             return self.base_map
         map_x, map_y = self.base_map[0].copy(), self.base_map[1].copy()
         fill_warp_maps(q, self.rest, tri, self.region.scale, self.region.offset, map_x, map_y)
         return map_x, map_y
 
-    def roi_maps(self, disp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def roi_maps(self, disp: np.ndarray, moving: tuple[np.ndarray, np.ndarray] | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
         """The warp maps on the frame's own pixel grid of the region (side, side)."""
-        map_x, map_y = self.warp_maps(disp)
+        map_x, map_y = self.warp_maps(disp, moving)
         r = self.region
         if r.size != r.side:  # maps are smooth: resizing them loses nothing, resizing pixels would blur
             map_x = cv2.resize(map_x, (r.side, r.side), interpolation=cv2.INTER_LINEAR)
@@ -244,21 +245,24 @@ class FaceRig:
 
     def warp(self, frame: np.ndarray, disp: np.ndarray) -> np.ndarray:
         """The deformed region (side, side, 3), sampled once from the full frame at its own resolution."""
-        box = self._changed_box(disp)
+        moving = self._moving(disp)
+        box = self._changed_box(moving)
         if box is None:  # nothing moves: the still region
             r = self.region
             return np.array(frame[r.y0:r.y0 + r.side, r.x0:r.x0 + r.side])
-        return self.remap(frame, self.roi_maps(disp), box)
+        return self.remap(frame, self.roi_maps(disp, moving), box)
 
-    def _changed_box(self, disp: np.ndarray) -> tuple[int, int, int, int] | None:
+    def _changed_box(self, moving: tuple[np.ndarray, np.ndarray]) -> tuple[int, int, int, int] | None:
         """(y0, y1, x0, x1), region pixels, outside which ``roi_maps`` is the still frame's map for
-        ``disp``: the moving triangles' deformed box (one pixel more: the raster's half-pixel cover).
-        Only on the frame's own grid (work scale 1), where the still map samples whole pixels, so a
-        copy is the same as resampling; elsewhere the whole paste box."""
+        ``moving`` (``_moving(disp)``): the moving triangles' deformed box, one pixel more (the
+        raster's 0.75 px halo). Only on the frame's own grid (work scale 1), where the still map
+        samples whole pixels, so a copy is the same as resampling; elsewhere the whole paste box.
+        None when nothing moves on the frame's grid."""
         if self.region.size != self.region.side:
             return self.paste_box
-        q, tri = self._moving(disp)
+        q, tri = moving
         if len(tri) == 0:
+            return None
             return None
         pts = q[tri].reshape(-1, 2)
         (x0, y0), (x1, y1) = np.floor(pts.min(0)).astype(int) - 1, np.ceil(pts.max(0)).astype(int) + 2

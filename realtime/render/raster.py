@@ -1,8 +1,8 @@
 """The piecewise-affine warp maps of a deformed triangle mesh, rasterised in one compiled pass.
 
-For every moving triangle the pixels whose centres lie in its deformed pose get the source position
-its affine maps them to (barycentric weights of the deformed corners applied to the rest corners),
-then the work -> frame conversion. Doing this per pixel in one jitted loop replaces a few hundred
+For every moving triangle the pixels whose centres lie in its deformed pose (or within HALO of it,
+where no triangle covers them) get the source position its affine maps them to (barycentric weights
+of the deformed corners applied to the rest corners), then the work -> frame conversion. Doing this per pixel in one jitted loop replaces a few hundred
 ``cv2.fillConvexPoly`` calls, a batched 3x3 solve and a per-pixel gather: 1.6 -> ~0.3 ms per frame
 on this project's 2-core reference CPU, which is most of the embedded renderer's per-frame cost.
 
@@ -15,8 +15,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-MIN_AREA = 0.05
-HALO = 0.75  # px: reaches every pixel an edge passes through (a diagonal's centre is 0.71 px off)  # twice the area, px^2: collapsed triangles (sealed lips) cover no pixel
+MIN_AREA = 0.05  # twice the area, px^2: collapsed triangles (sealed lips) cover no pixel
+HALO = 0.75  # px: reaches every pixel an edge passes through (a diagonal's centre is 0.71 px off)
 
 
 @numba.njit(cache=True, nogil=True)

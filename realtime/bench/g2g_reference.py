@@ -8,9 +8,12 @@ server's silence gate restarts it after the probe's gaps), viseme model and rend
 runs, and the same landmark detector and threshold as the live probe. The content
 delay is the start of the first frame that opens the mouth minus the onset (negative when the model
 opens it before the sound), averaged over four positions of the onset within its frame (live, the
-onset falls anywhere in a frame). A burst whose delay moves by more than two frames with that
-position (its opening hovers around the threshold) is ambiguous and left out (NaN). The live
-probe subtracts it per burst, which leaves what the transport and the engine add.
+onset falls anywhere in a frame). A burst has no well-defined content delay, and is left out (NaN),
+when its opening hovers around the threshold: when its delay moves by more than two frames with that
+position, or by more than one frame when the threshold moves by ``BASE_NOISE`` either way (the live
+probe's baseline, the median opening over the 250 ms before each onset, varies by about that much
+from burst to burst: landmark noise on the swaying head after the video codec). The live probe
+subtracts the delay per burst, which leaves what the transport and the engine add.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ TAIL_S = 0.4
 PUSH = 640  # 40 ms at 16 kHz, the server's packet cadence
 PHASES_S = (0.0, 0.01, 0.02, 0.03)  # onset positions within its frame
 MAX_SPREAD_S = 0.08  # over those positions, or the burst's content delay is ambiguous
+BASE_NOISE = 0.02  # of the live baseline's opening; a crossing that moves by more than a frame with it is ambiguous
 
 
 def luma(rgb: np.ndarray) -> np.ndarray:
@@ -68,14 +72,27 @@ def content_delays(bursts: list[np.ndarray], lookahead: str, box, jump: float, f
                 series = _opening(audio[round(first * 16000 / fps):], enc, renderer, avatar, box)  # frame first + k
                 k_on = onset - first
                 base = float(np.nanmedian([rest_open, *series[: max(0, k_on - 3)]]))
-                cand = [k for k in range(max(0, k_on - 3), len(series)) if series[k] > base + jump]
-                delays.append((first + cand[0] - onset) / fps - phase if cand else float("nan"))
+                k = first_open(series, max(0, k_on - 3), base + jump)
+                delays.append((first + k - onset) / fps - phase if k is not None else float("nan"))
             # a burst whose opening hovers at the threshold (first crossing jumping by frames with the
-            # onset's position) has no well-defined content delay: left out (NaN) of the net figures
+            # onset's position or the baseline) has no well-defined content delay: left out (NaN) of
+            # the net figures
             spread = max(delays) - min(delays) if not np.isnan(delays).any() else np.inf
             memo[key] = float(np.mean(delays)) if spread <= MAX_SPREAD_S else float("nan")
         out.append(memo[key])
     return out
+
+
+def first_open(series: np.ndarray, start: int, threshold: float) -> int | None:
+    """Index of the first frame from ``start`` on whose opening exceeds ``threshold``; None when
+    there is none, or when a threshold ``BASE_NOISE`` higher or lower would move it by more than one
+    frame (the opening hovers around the threshold)."""
+    def crossing(th: float) -> int | None:
+        hit = np.nonzero(np.nan_to_num(series[start:], nan=-np.inf) > th)[0]
+        return start + int(hit[0]) if len(hit) else None
+
+    lo, k, hi = crossing(threshold - BASE_NOISE), crossing(threshold), crossing(threshold + BASE_NOISE)
+    return k if lo is not None and hi is not None and hi - lo <= 1 else None
 
 
 def _opening(audio: np.ndarray, enc, renderer, avatar, box) -> np.ndarray:

@@ -68,3 +68,19 @@ def test_probe_analysis_of_a_synthetic_session():
     np.testing.assert_allclose(res["av_raw"], [0.20, 0.20], atol=1e-9)  # video +0.32, audio +0.12 (50 Hz)
     np.testing.assert_allclose(res["av"], [0.08], atol=1e-9)  # minus the content delay
     assert [b["content_delay"] for b in res["per_burst"]] == [0.12, None]
+
+
+def test_first_open_frame_is_left_out_when_the_opening_hovers_at_the_threshold():
+    from realtime.bench.g2g_reference import BASE_NOISE, first_open
+
+    th = 0.03 + 0.08
+    crisp = np.array([0.03, 0.03, 0.03, 0.04, 0.25, 0.3, 0.2])
+    assert first_open(crisp, 0, th) == 4
+    assert first_open(crisp, 5, th) == 5  # from ``start`` on
+    ramp = np.array([0.03, 0.03, 0.08, 0.12, 0.16, 0.2])  # one frame per BASE_NOISE step: still defined
+    assert first_open(ramp, 0, th) == 3
+    # a plateau just above the threshold: a baseline BASE_NOISE higher opens it 4 frames later
+    hover = np.array([0.03, 0.03, 0.12, 0.11, 0.12, 0.10, 0.2])
+    assert first_open(hover, 0, th) is None
+    assert first_open(hover, 0, th - BASE_NOISE - 0.01) == 2  # far below the plateau it is crisp again
+    assert first_open(np.array([0.03, np.nan, 0.03, 0.05]), 0, th) is None  # never opens

@@ -30,6 +30,10 @@ class RealtimeConfig:
     fps: int = 25  # LatentSync's frame rate; the audio blocks are defined per video frame
     latency_budget_ms: float = 170.0  # speech sample arrival -> departure of the frame showing it
     low_latency_budget_ms: float = 90.0  # used with lookahead "low" (40 ms of future audio)
+    # While lightly loaded (at most light_load_sessions sessions, no late frame anywhere for 10 s) a
+    # session aims this much under its budget: less latency when the CPU has room (engine.LoadWatch)
+    light_load_cut_ms: float = 20.0
+    light_load_sessions: int = 2
     max_sessions: int = 4
     renderer: str = "embedded"  # embedded | diffusion
     lookahead: str = "full"  # full (120 ms of future audio) | low (<= 40 ms)
@@ -65,6 +69,12 @@ class RealtimeConfig:
             raise ConfigError(f"fps must be 1..60, got {self.fps}")
         if not -20 <= self.inference_nice <= 19:
             raise ConfigError(f"inference_nice must be -20..19 (a nice value), got {self.inference_nice}")
+        budget = min(self.latency_budget_ms, self.low_latency_budget_ms)
+        if not 0 <= self.light_load_cut_ms <= budget / 4:
+            raise ConfigError(f"light_load_cut_ms must be 0..{budget / 4:g} (a quarter of the smaller budget), "
+                              f"got {self.light_load_cut_ms}")
+        if self.light_load_sessions < 0:
+            raise ConfigError(f"light_load_sessions must be >= 0, got {self.light_load_sessions}")
         if not 1 <= self.max_chunk <= 16:
             raise ConfigError(f"max_chunk must be 1..16, got {self.max_chunk}")
 

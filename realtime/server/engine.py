@@ -5,6 +5,7 @@ from the worker thread."""
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -87,6 +88,40 @@ class SlotPhases:
         return len(self._phases)
 
 
+LATE_HOLD_S = 10.0  # after a late frame in any session, none aims under its budget for this long
+
+
+class LoadWatch:
+    """Whether the server is lightly loaded, for sessions that aim under their latency budget then.
+
+    A frame's compute time is what its budget leaves after the look-ahead: 42 ms at the defaults,
+    sized for the most sessions the inference process serves. With few sessions it answers in a
+    fraction of that, so a session may aim ``light_load_cut_ms`` under its budget while at most
+    ``light_load_sessions`` sessions are open and no session had a late frame in the last
+    LATE_HOLD_S (measured on 2 cores, 20 ms under the default budget: 0 / 0.13 / 3.3 / 13-19 % late
+    frames at 1 / 2 / 3 / 4 sessions). Sessions move between the two targets only in silence
+    (timeline.InputStage.on_packet). Event loop only."""
+
+    def __init__(self) -> None:
+        self._sessions: set[int] = set()
+        self._last_late = -math.inf
+
+    def join(self, key: int) -> None:
+        self._sessions.add(key)
+
+    def release(self, key: int) -> None:
+        self._sessions.discard(key)
+
+    def late(self, now: float) -> None:
+        self._last_late = now
+
+    def light(self, now: float, max_sessions: int) -> bool:
+        return len(self._sessions) <= max_sessions and now - self._last_late > LATE_HOLD_S
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+
 @dataclass
 class Engine:
     avatar: Any
@@ -96,6 +131,7 @@ class Engine:
     epoch: float = field(default_factory=time.monotonic)  # avatar frame 0 (see RestFrameCache)
     rest_cache: RestFrameCache = field(default_factory=RestFrameCache)
     phases: SlotPhases = field(default_factory=SlotPhases)
+    load: LoadWatch = field(default_factory=LoadWatch)
     backend: Any = None  # inference_process.ProcessBackend when the models run in a child process
     _renderers: dict[str, Any] = field(default_factory=dict)
 

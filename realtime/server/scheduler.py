@@ -50,7 +50,8 @@ class FrameScheduler(InputStage):
                  silence_dbfs: float, max_frames_ahead: int, audio_buffer_s: float,
                  worker: InferenceWorker, renderer, avatar, encoder, render_state,
                  clock: MediaClock, metrics: ServerMetrics, audio_extra_delay_s: float = 0.0,
-                 epoch: float | None = None, rest_cache=None, phases=None) -> None:
+                 epoch: float | None = None, rest_cache=None, phases=None, load=None,
+                 light_cut_s: float = 0.0, light_sessions: int = 0) -> None:
         self.fps, self.period = fps, 1.0 / fps
         self.budget_s, self.lookahead_s = budget_s, lookahead_s
         self.max_chunk, self.max_frames_ahead = max_chunk, max_frames_ahead
@@ -60,6 +61,12 @@ class FrameScheduler(InputStage):
         # any moment: idle motion is continuous, and rest frames are shared through ``rest_cache``.
         self.epoch, self.rest_cache = epoch, rest_cache
         self.phases = phases  # engine.SlotPhases shared by the sessions, or None
+        # engine.LoadWatch, or None: aim ``light_cut_s`` under the budget while the server is lightly
+        # loaded (``cut_s``: the current cut, changed only in silence, timeline.InputStage.on_packet)
+        self.load, self.light_cut_s, self.light_sessions = load, light_cut_s, light_sessions
+        self.cut_s = 0.0
+        if load is not None:
+            load.join(id(self))
         self.encoder, self.state = encoder, render_state
         self.clock, self.metrics = clock, metrics
         self.audio_extra_delay_s = audio_extra_delay_s
@@ -266,6 +273,8 @@ class FrameScheduler(InputStage):
             kind = "late"
             # why (in /stats): the encoder had not produced the block / the render missed the slot
             self.counts["late_no_block" if i not in self.blocks else "late_render"] += 1
+            if self.load is not None:
+                self.load.late(now)
             self.metrics.frames_late.inc()
             self._outcome(False)
         else:

@@ -52,6 +52,8 @@ class WebRTCSession:
             render_state=renderer.new_state(int(options.get("seed", 0))),
             clock=self.clock, metrics=metrics, audio_extra_delay_s=config.audio_extra_delay_ms / 1000.0,
             epoch=engine.epoch, rest_cache=engine.rest_cache, phases=engine.phases,
+            load=engine.load, light_cut_s=config.light_load_cut_ms / 1000.0,
+            light_sessions=config.light_load_sessions,
         )
         self.video = VideoOutputTrack(self.clock, config.fps, self.scheduler.frame_for, self._on_video_sent,
                                       offset=lambda: self.scheduler.video_offset_s)
@@ -172,6 +174,7 @@ class WebRTCSession:
                 log.warning("session %s: peer connection did not close cleanly", self.id, exc_info=True)
         s = self.scheduler
         self.engine.phases.release(id(s))
+        self.engine.load.release(id(s))
         self.engine.release(s.encoder, *([_StateRelease(s.renderer, s.state)] if hasattr(s.renderer, "release") else []))
         s.ready.clear(), s.rest.clear(), s.blocks.clear()
         self.audio_input = None

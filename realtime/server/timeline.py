@@ -26,6 +26,7 @@ RECEPTIVE_FIELD_S = 0.0125  # log-mel window + encoder convolutions past the las
 ARRIVAL_MARGIN_S = 0.008  # packets arriving this much earlier than the anchor still meet the budget
 REANCHOR_S = 0.008  # re-anchoring is for clock drift (ppm): only a clear, lasting shift
 REANCHOR_SILENCE_S = 3.0  # input silent this long (and nothing pending): a shift is unnoticeable
+RETARGET_QUIET_S = 0.1  # a change of latency target waits until the last loud packet's frame left + this
 MAX_ENCODE_BACKLOG_S = 1.0  # more audio than this waiting for the encoder: skip ahead
 LIGHT_ENCODER_LEVEL = 2  # degradation level from which encoder calls are the cheap kind
 REST_STRIDE = 2  # rest (idle-motion) frames rendered for every 2nd avatar frame: 12.5 fps idle motion
@@ -74,14 +75,37 @@ class InputStage:
         a0 = float(np.percentile(offs, ANCHOR_PERCENTILE)) if len(offs) >= 20 else float(offs.min())
         if self.phi is None:
             if len(self._packets) >= ANCHOR_FIRST_PACKETS:  # a few packets first: the min needs samples
+                self.cut_s = self._wanted_cut(arrival)
                 self._set_anchor(a0)
-        elif (abs(a0 - self.a0) > REANCHOR_S and arrival - self._last_loud_arrival > REANCHOR_SILENCE_S
-              and arrival - self._last_speech_t > REANCHOR_SILENCE_S and not self.ready):
+        elif self._wanted_cut(arrival) != self.cut_s and self._quiet(
+                arrival, self.budget_s + RETARGET_QUIET_S, self.budget_s - self.lookahead_s + (HANGOVER + 1) * self.period):
+            # The load changed (engine.LoadWatch): aim at the other target. In silence only, like the
+            # re-anchoring below: the video holds or skips one rest frame's worth, the audio 20 ms
+            # of silence. In-flight (silent) results belong to the old grid: dropped.
+            self.counts["retarget"] += 1
+            self.cut_s = self._wanted_cut(arrival)
+            self.gen += 1
+            self._set_anchor(a0)
+        elif abs(a0 - self.a0) > REANCHOR_S and self._quiet(arrival, REANCHOR_SILENCE_S):
             # Only in silence (nothing pending, the last speech long enough ago to have left): the
             # shift is invisible and inaudible, and keeps a long session on the sender's clock.
             self.counts["reanchor"] += 1
             self._set_anchor(a0)
         self._audio_wake.set()
+
+    def _quiet(self, arrival: float, seconds: float, speech_s: float | None = None) -> bool:
+        """Input silent for ``seconds``, the last speech block added ``speech_s`` ago (default: the
+        same; its frame and the hangover's leave within budget - look-ahead + the hangover) and no
+        frame pending: a timeline shift is unseen."""
+        speech_s = seconds if speech_s is None else speech_s
+        return (arrival - self._last_loud_arrival > seconds and arrival - self._last_speech_t > speech_s
+                and not self.ready)
+
+    def _wanted_cut(self, now: float) -> float:
+        """How far under the budget to aim now (engine.LoadWatch; 0 without one)."""
+        if self.load is None or not self.load.light(now, self.light_sessions):
+            return 0.0
+        return self.light_cut_s
 
     def _set_anchor(self, a0: float) -> None:
         """Fixes the timeline. Latency is measured from the arrival of the packet holding a frame's
@@ -96,7 +120,7 @@ class InputStage:
         t0 = self.clock.start()
         first = self.phi is None
         self.a0 = a0
-        target = self.budget_s - ARRIVAL_MARGIN_S  # packet arrival -> frame departure
+        target = self.budget_s - ARRIVAL_MARGIN_S - self.cut_s  # packet arrival -> frame departure
         pkt = PACKET_S
         if abs(self.period / pkt - round(self.period / pkt)) < 1e-9:
             boundary = (self._packets[-1][0] % (ENCODER_RATE * pkt)) / ENCODER_RATE if self._packets else 0.0

@@ -232,6 +232,20 @@ def summarize(res: dict) -> dict:
     }
 
 
+def machine_description() -> str:
+    """CPU model, cores and the load average when the run started (other jobs skew every figure)."""
+    import platform
+
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), model)
+    except OSError:
+        pass
+    load = ", load average %.2f" % os.getloadavg()[0] if hasattr(os, "getloadavg") else ""
+    return f"{model}, {os.cpu_count()} cores{load}"
+
+
 def start_server(args, low_latency: bool = False) -> tuple[int, subprocess.Popen]:
     """`syncvid serve` on a free port with room for the capacity search; (port, process) once healthy."""
     port = free_port()
@@ -251,7 +265,7 @@ async def run_async(args) -> dict:
     box = face_box(default_avatar())
     n_bursts = int(args.duration / (BURST_S + GAP_S)) + 2
     bursts = speech_bursts(args.audio, n_bursts)
-    results: dict = {"machine": "AMD EPYC, 2 cores, no GPU (other jobs running concurrently)",
+    results: dict = {"machine": machine_description(),
                      "duration_s": args.duration, "modes": {}}
     from realtime.bench.g2g_reference import content_delays
 

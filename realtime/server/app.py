@@ -150,6 +150,8 @@ class RealtimeServer:
             "degrade_level_max": max((s.scheduler.level for s in self.sessions), default=0),
             "av_offset_ms": [round(s.scheduler.av_offset_s * 1000, 2) for s in self.sessions],
             "kinds": [dict(s.scheduler.counts) for s in self.sessions],
+            # what each session aims at now: its budget less the light-load cut (engine.LoadWatch)
+            "latency_target_ms": [round((s.budget_s - s.scheduler.cut_s) * 1000, 1) for s in self.sessions],
         }
         if reset:
             for h in (lat, rt, m.encode_time):

@@ -60,6 +60,9 @@ async def test_speech_opens_mouth_within_budget_and_audio_comes_back(server):
     assert lat.percentile(95) <= session.budget_s + 0.005, lat.percentile(95)
     assert lat.percentile(50) >= session.budget_s - 0.045
     assert server.metrics.frames_late.value <= 2
+    if server.metrics.frames_late.value == 0:  # one session, nothing late: lightly loaded, 20 ms under
+        assert server.stats()["latency_target_ms"] == [150.0]
+        assert lat.percentile(50) <= session.budget_s - 0.02, lat.percentile(50)
     assert peer.audio_frames > 100  # the delayed speech comes back as audio
     await peer.close()
 

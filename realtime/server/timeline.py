@@ -73,17 +73,18 @@ class InputStage:
         # swings by 10+ ms on a loaded CPU).
         offs = np.fromiter((a - e / ENCODER_RATE for e, a in self._packets[-ANCHOR_PACKETS:]), float)
         a0 = float(np.percentile(offs, ANCHOR_PERCENTILE)) if len(offs) >= 20 else float(offs.min())
+        cut = self._wanted_cut(arrival)
         if self.phi is None:
             if len(self._packets) >= ANCHOR_FIRST_PACKETS:  # a few packets first: the min needs samples
-                self.cut_s = self._wanted_cut(arrival)
+                self.cut_s = cut
                 self._set_anchor(a0)
-        elif self._wanted_cut(arrival) != self.cut_s and self._quiet(
+        elif cut != self.cut_s and self._quiet(
                 arrival, self.budget_s + RETARGET_QUIET_S, self.budget_s - self.lookahead_s + (HANGOVER + 1) * self.period):
             # The load changed (engine.LoadWatch): aim at the other target. In silence only, like the
             # re-anchoring below: the video holds or skips one rest frame's worth, the audio 20 ms
             # of silence. In-flight (silent) results belong to the old grid: dropped.
             self.counts["retarget"] += 1
-            self.cut_s = self._wanted_cut(arrival)
+            self.cut_s = cut
             self.gen += 1
             self._set_anchor(a0)
         elif abs(a0 - self.a0) > REANCHOR_S and self._quiet(arrival, REANCHOR_SILENCE_S):

@@ -80,8 +80,7 @@ class MouthParams:
         for name, v in zip(names, np.asarray(values, dtype=np.float64).tolist()):
             base = name.removesuffix("Left").removesuffix("Right")
             acc.setdefault(base, []).append(v)
-        fields = _PARAM_FIELDS
-        return cls(**{k: min(1.0, max(0.0, sum(v) / len(v))) for k, v in acc.items() if k in fields})
+        return cls(**{k: min(1.0, max(0.0, sum(v) / len(v))) for k, v in acc.items() if k in _PARAM_FIELDS})
 
     def replace(self, **kw: float) -> "MouthParams":
         return dataclasses.replace(self, **kw)
@@ -262,7 +261,6 @@ class FaceRig:
             return self.paste_box
         q, tri = moving
         if len(tri) == 0:
-            return None
             return None
         pts = q[tri].reshape(-1, 2)
         (x0, y0), (x1, y1) = np.floor(pts.min(0)).astype(int) - 1, np.ceil(pts.max(0)).astype(int) + 2

@@ -40,6 +40,7 @@ async def serve_echo(host: str, port: int) -> None:
     from websockets.asyncio.server import serve
 
     from realtime.face.avatar import default_avatar
+    from realtime.server.audio_receive import install_direct_audio_receive, receiver_of
     from realtime.server.media import (AUDIO_OUT_RATE, AudioOutputTrack, MediaClock, VideoOutputTrack)
 
     avatar = default_avatar()
@@ -70,6 +71,8 @@ async def serve_echo(host: str, port: int) -> None:
         @pc.on("track")
         def on_track(track) -> None:
             if track.kind == "audio":
+                # the same receive path as the engine's sessions: the floor is the transport they see
+                install_direct_audio_receive(receiver_of(pc, track))
                 tasks.append(asyncio.create_task(drain(track)))
 
         await pc.setRemoteDescription(RTCSessionDescription(sdp=msg["sdp"], type="offer"))

@@ -143,6 +143,12 @@ class RealtimeServer:
             "engine_latency_ms": {"p50": ms(lat, 50), "p95": ms(lat, 95), "n": len(lat.samples)},
             "render_ms_per_frame": {"p50": ms(rt, 50), "p95": ms(rt, 95)},
             "encode_ms_per_push": {"p50": ms(m.encode_time, 50), "p95": ms(m.encode_time, 95)},
+            # where a frame's compute window goes: packet -> push submitted, push round trip, and
+            # how early speech frames were ready for their slot (p5: the tight end)
+            "packet_lateness_ms": {"p50": ms(m.packet_lateness, 50), "p95": ms(m.packet_lateness, 95), "p99": ms(m.packet_lateness, 99)},
+            "push_wait_ms": {"p50": ms(m.push_wait, 50), "p95": ms(m.push_wait, 95)},
+            "push_round_trip_ms": {"p50": ms(m.push_round_trip, 50), "p95": ms(m.push_round_trip, 95), "p99": ms(m.push_round_trip, 99)},
+            "frame_slack_ms": {"p5": ms(m.frame_slack, 5), "p50": ms(m.frame_slack, 50)},
             "frames": {k: int(getattr(m, "frames_" + k).value)
                        for k in ("sent", "rendered", "rest", "late", "repeated", "dropped")},
             "skipped_slots": sum(s.video.skipped for s in self.sessions),
@@ -154,7 +160,7 @@ class RealtimeServer:
             "latency_target_ms": [round((s.budget_s - s.scheduler.cut_s) * 1000, 1) for s in self.sessions],
         }
         if reset:
-            for h in (lat, rt, m.encode_time):
+            for h in (lat, rt, m.encode_time, m.packet_lateness, m.push_wait, m.push_round_trip, m.frame_slack):
                 h.reset_samples()
         return out
 

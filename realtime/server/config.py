@@ -48,6 +48,9 @@ class RealtimeConfig:
     silence_dbfs: float = -45.0  # below this level a frame's audio window is silence -> rest frame
     video_codec: str = "h264"  # h264 | vp8: preferred outgoing codec (the client's others are fallbacks)
     video_preset: str = "ultrafast"  # libx264 preset of the outgoing H.264 (aiortc's default, medium: ~14 ms/frame)
+    # true: each incoming Opus packet is decoded on arrival (audio_receive.py); false: aiortc's
+    # audio jitter buffer, which releases a packet only after the 4th one behind it (+80 ms)
+    direct_audio_receive: bool = True
     audio_extra_delay_ms: float = 0.0  # added to the outgoing audio's delay (receiver-side A/V trim)
     client_dir: str | None = None  # None: clients/web of the install (the browser page)
     ice_servers: list[str] = field(default_factory=list)  # e.g. ["stun:stun.l.google.com:19302"]

@@ -14,6 +14,7 @@ import threading
 # transport floor on loopback is ~250 ms.
 LATENCY_BUCKETS = (0.02, 0.04, 0.06, 0.08, 0.1, 0.12, 0.14, 0.17, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 2.0)
 RENDER_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32)
+SLACK_BUCKETS = (0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.06, 0.08, 0.12, 0.2)
 
 
 def _fmt(v: float) -> str:
@@ -133,6 +134,10 @@ class ServerMetrics:
         )
         self.render_time = Histogram(p + "render_seconds_per_frame", "Renderer wall time per frame", RENDER_BUCKETS)
         self.encode_time = Histogram(p + "audio_encode_seconds", "Streaming audio encoder time per push", RENDER_BUCKETS)
+        self.packet_lateness = Histogram(p + "packet_lateness_seconds", "Audio packet arrival after the time the session's timeline anchor expects it", SLACK_BUCKETS)
+        self.push_wait = Histogram(p + "push_wait_seconds", "Newest packet's arrival -> its encoder push submitted", RENDER_BUCKETS)
+        self.push_round_trip = Histogram(p + "push_round_trip_seconds", "Encoder push (with its frames) submitted -> answered on the event loop", SLACK_BUCKETS)
+        self.frame_slack = Histogram(p + "frame_slack_seconds", "Speech frame ready -> its slot departs (how early it was ready)", SLACK_BUCKETS)
 
     def all(self) -> list:
         return [v for v in vars(self).values() if isinstance(v, (Counter, Gauge, Histogram))]

@@ -200,9 +200,11 @@ class FrameScheduler(InputStage):
         if gen != self.gen:
             self.metrics.frames_dropped.inc(len(frames))
             return
+        now = self.clock.now()
         for s, f, a in zip(slots, frames, arrivals):
             self.ready[int(s)] = f
             self.ready_arrival[int(s)] = a
+            self.metrics.frame_slack.observe(self.slot_time(int(s)) - now)
 
     def _render_job(self, slots: np.ndarray, blocks: np.ndarray) -> list[np.ndarray]:
         t = time.perf_counter()

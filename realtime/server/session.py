@@ -15,6 +15,7 @@ import time
 
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 
+from realtime.server.audio_receive import install_direct_audio_receive, receiver_of
 from realtime.server.config import RealtimeConfig
 from realtime.server.engine import LOOKAHEAD_S, Engine
 from realtime.server.media import AudioInput, AudioOutputTrack, MediaClock, VideoOutputTrack
@@ -100,6 +101,8 @@ class WebRTCSession:
         @pc.on("track")
         def on_track(track) -> None:
             if track.kind == "audio" and self.audio_input is None:
+                if self.config.direct_audio_receive:  # before the connection starts the receiver
+                    install_direct_audio_receive(receiver_of(pc, track))
                 self.audio_input = AudioInput(track, self.scheduler.ring16, self.scheduler.ring48,
                                               self.scheduler.on_packet)
                 self._spawn(self.audio_input.run(), "audio-in")

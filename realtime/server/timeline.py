@@ -74,6 +74,8 @@ class InputStage:
         offs = np.fromiter((a - e / ENCODER_RATE for e, a in self._packets[-ANCHOR_PACKETS:]), float)
         a0 = float(np.percentile(offs, ANCHOR_PERCENTILE)) if len(offs) >= 20 else float(offs.min())
         cut = self._wanted_cut(arrival)
+        if self.phi is not None:  # how much later than the anchor expects (eats the compute window)
+            self.metrics.packet_lateness.observe(max(0.0, arrival - self.a0 - end16 / ENCODER_RATE))
         if self.phi is None:
             if len(self._packets) >= ANCHOR_FIRST_PACKETS:  # a few packets first: the min needs samples
                 self.cut_s = cut
@@ -181,6 +183,9 @@ class InputStage:
             samples = self.ring16.read(start, end - start)
             self.enc_pos, self.need_reset = end, False
             spec, base = self._fused_spec(end), self.enc_base
+            t_sub = time.monotonic()
+            if self._packets:
+                self.metrics.push_wait.observe(max(0.0, t_sub - self._packets[-1][1]))
             try:
                 out, drawn = await self.worker.run(lambda: self._encode(samples, reset, spec), kind="encode")
             except WorkerClosed:
@@ -192,6 +197,7 @@ class InputStage:
                 if gen == self.gen:
                     self.interrupt_encoder_only(max(self.enc_pos, self.ring16.end))
                 continue
+            self.metrics.push_round_trip.observe(time.monotonic() - t_sub)
             if gen != self.gen:
                 self.metrics.frames_dropped.inc(len(drawn["frames"]) if drawn else 0)
                 continue
@@ -242,6 +248,7 @@ class InputStage:
                 continue
             self.ready[slot] = frame
             self.ready_arrival[slot] = b.arrival
+            self.metrics.frame_slack.observe(self.slot_time(slot) - now)
         if n:
             self._rendered(n, drawn["seconds"] / n)
 

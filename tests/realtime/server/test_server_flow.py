@@ -64,6 +64,14 @@ async def test_speech_opens_mouth_within_budget_and_audio_comes_back(server):
         assert server.stats()["latency_target_ms"] == [150.0]
         assert lat.percentile(50) <= session.budget_s - 0.02, lat.percentile(50)
     assert peer.audio_frames > 100  # the delayed speech comes back as audio
+    # incoming audio took the direct path (decoded on arrival, no jitter-buffer hold) and all of it
+    # was decoded there: ~1.5 s of speech and some silence around it, 50 packets a second
+    from realtime.server.audio_receive import InlineDecodeQueue
+
+    rx = next(t.receiver for t in session.pc.getTransceivers() if t.kind == "audio")
+    dq = getattr(rx, "_RTCRtpReceiver__decoder_queue")
+    assert isinstance(dq, InlineDecodeQueue) and dq.decoded >= 100 and dq.errors == 0
+    assert session.audio_input.packets == dq.decoded
     await peer.close()
 
 

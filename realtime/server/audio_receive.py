@@ -1,0 +1,127 @@
+"""Incoming audio without aiortc's receive delay: each Opus packet decoded on the event loop as it
+arrives, instead of after aiortc's audio jitter buffer and decoder thread.
+
+aiortc's ``RTCRtpReceiver`` puts audio through ``JitterBuffer(capacity=16, prefetch=4)``: a packet
+is released only when the fourth packet after it has arrived, i.e. 80 ms after it came in, on every
+packet, whatever the network does. The decoded frames then cross a thread (queue -> decoder thread
+-> ``run_coroutine_threadsafe`` -> the loop) whose GIL hand-offs add ~5-10 ms of jitter at p95 with
+four sessions on two cores. A jitter buffer serves playback; this engine places every packet on
+its own timeline by its RTP timestamp (media.AudioInput: gaps become silence) and holds audio for
+exactly its latency budget, so neither the prefetch nor the thread does anything for it.
+
+``install_direct_audio_receive`` swaps two private parts of one audio receiver (call it from the
+``track`` event, before the connection starts the receiver):
+
+- the jitter buffer for an in-order pass-through: an Opus packet is a whole frame, released at
+  once; a packet older than one already released (reordered, duplicated) is dropped, since its
+  place in the timeline has passed;
+- the decoder queue for one that decodes on ``put`` and hands the frames straight to the track's
+  queue. aiortc's decoder thread still starts, and waits on it until the receiver stops.
+
+Where aiortc lacks those attributes (another version), the receiver is left as it is and this says
+so once in the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+_JITTER_ATTR = "_RTCRtpReceiver__jitter_buffer"
+_DECODER_Q_ATTR = "_RTCRtpReceiver__decoder_queue"
+_THREAD_ATTR = "_RTCRtpReceiver__decoder_thread"
+_warned = False
+
+
+class PassThroughJitterBuffer:
+    """aiortc ``JitterBuffer`` interface for one-packet frames (audio): every packet newer than the
+    last released one is a frame, released now; older ones are dropped (``dropped``)."""
+
+    capacity = 16
+
+    def __init__(self) -> None:
+        self._last: int | None = None
+        self.dropped = 0
+
+    def add(self, packet) -> tuple[bool, Any]:
+        from aiortc.jitterbuffer import JitterFrame
+
+        seq = packet.sequence_number
+        if self._last is not None and not 0 < (seq - self._last) % 65536 < 32768:
+            self.dropped += 1  # reordered or duplicated: its audio's place has gone by
+            return False, None
+        self._last = seq
+        return False, JitterFrame(data=packet._data, timestamp=packet.timestamp)
+
+    def remove(self, count: int) -> None:  # aiortc's interface; nothing is held
+        pass
+
+
+class InlineDecodeQueue:
+    """Stands in for the receiver's decoder queue: ``put((codec, frame))`` decodes on the calling
+    (event-loop) thread and puts the frames on the track's asyncio queue; ``put(None)`` (receiver
+    stopping) releases aiortc's decoder thread, which is blocked in ``get``."""
+
+    def __init__(self, track_queue) -> None:
+        self._out = track_queue
+        self._stop: queue.Queue = queue.Queue()
+        self._decoder = None
+        self._codec = None
+        self.decoded = 0
+        self.errors = 0
+
+    def put(self, item) -> None:
+        if item is None:
+            self._stop.put(None)
+            return
+        import av
+        from aiortc.codecs import get_decoder
+
+        codec, encoded = item
+        if self._decoder is None or codec.name != self._codec:
+            self._decoder, self._codec = get_decoder(codec), codec.name
+        try:
+            frames = self._decoder.decode(encoded)
+        except av.FFmpegError as e:  # a corrupt packet: that 20 ms becomes a gap (silence)
+            self.errors += 1
+            log.debug("audio packet failed to decode: %s", e)
+            return
+        for f in frames:
+            self._out.put_nowait(f)
+            self.decoded += 1
+
+    def get(self, *args, **kwargs):
+        return self._stop.get(*args, **kwargs)
+
+
+def install_direct_audio_receive(receiver) -> bool:
+    """Gives an audio ``RTCRtpReceiver`` the pass-through buffer and inline decoding (see the
+    module doc). Returns False, changing nothing, if the receiver is not audio, has started
+    already, or this aiortc version lacks the private attributes."""
+    global _warned
+    track = getattr(receiver, "track", None)
+    if track is None or track.kind != "audio":
+        return False
+    if not all(hasattr(receiver, a) for a in (_JITTER_ATTR, _DECODER_Q_ATTR, _THREAD_ATTR)) \
+            or not hasattr(track, "_queue"):
+        if not _warned:
+            log.warning("this aiortc has no %s/%s: incoming audio keeps aiortc's jitter buffer (+80 ms)",
+                        _JITTER_ATTR, _DECODER_Q_ATTR)
+            _warned = True
+        return False
+    if getattr(receiver, _THREAD_ATTR) is not None:  # its decoder thread already reads the old queue
+        return False
+    setattr(receiver, _JITTER_ATTR, PassThroughJitterBuffer())
+    setattr(receiver, _DECODER_Q_ATTR, InlineDecodeQueue(track._queue))
+    return True
+
+
+def receiver_of(pc, track):
+    """The ``RTCRtpReceiver`` of a remote ``track`` of ``pc`` (None if not found)."""
+    for t in pc.getTransceivers():
+        if t.receiver is not None and t.receiver.track is track:
+            return t.receiver
+    return None

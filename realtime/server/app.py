@@ -134,21 +134,25 @@ class RealtimeServer:
         m = self.metrics
         lat, rt = m.engine_latency, m.render_time
 
-        def ms(h, q):
-            v = h.percentile(q)
-            return None if v != v else round(v * 1000, 2)
+        def ms(h, *qs) -> dict:
+            """Percentiles ``qs`` of ``h`` in ms, as {"p50": ...} (None while it has no samples)."""
+            d = {}
+            for q in qs:
+                v = h.percentile(q)
+                d[f"p{q}"] = None if v != v else round(v * 1000, 2)
+            return d
 
         out = {
             "sessions": len(self.sessions),
-            "engine_latency_ms": {"p50": ms(lat, 50), "p95": ms(lat, 95), "n": len(lat.samples)},
-            "render_ms_per_frame": {"p50": ms(rt, 50), "p95": ms(rt, 95)},
-            "encode_ms_per_push": {"p50": ms(m.encode_time, 50), "p95": ms(m.encode_time, 95)},
+            "engine_latency_ms": {**ms(lat, 50, 95), "n": len(lat.samples)},
+            "render_ms_per_frame": ms(rt, 50, 95),
+            "encode_ms_per_push": ms(m.encode_time, 50, 95),
             # where a frame's compute window goes: packet -> push submitted, push round trip, and
             # how early speech frames were ready for their slot (p5: the tight end)
-            "packet_lateness_ms": {"p50": ms(m.packet_lateness, 50), "p95": ms(m.packet_lateness, 95), "p99": ms(m.packet_lateness, 99)},
-            "push_wait_ms": {"p50": ms(m.push_wait, 50), "p95": ms(m.push_wait, 95)},
-            "push_round_trip_ms": {"p50": ms(m.push_round_trip, 50), "p95": ms(m.push_round_trip, 95), "p99": ms(m.push_round_trip, 99)},
-            "frame_slack_ms": {"p5": ms(m.frame_slack, 5), "p50": ms(m.frame_slack, 50)},
+            "packet_lateness_ms": ms(m.packet_lateness, 50, 95, 99),
+            "push_wait_ms": ms(m.push_wait, 50, 95),
+            "push_round_trip_ms": ms(m.push_round_trip, 50, 95, 99),
+            "frame_slack_ms": ms(m.frame_slack, 5, 50),
             "frames": {k: int(getattr(m, "frames_" + k).value)
                        for k in ("sent", "rendered", "rest", "late", "repeated", "dropped")},
             "skipped_slots": sum(s.video.skipped for s in self.sessions),

@@ -202,9 +202,7 @@ class FrameScheduler(InputStage):
             return
         now = self.clock.now()
         for s, f, a in zip(slots, frames, arrivals):
-            self.ready[int(s)] = f
-            self.ready_arrival[int(s)] = a
-            self.metrics.frame_slack.observe(self.slot_time(int(s)) - now)
+            self._make_ready(int(s), f, a, now)
 
     def _render_job(self, slots: np.ndarray, blocks: np.ndarray) -> list[np.ndarray]:
         t = time.perf_counter()

@@ -246,11 +246,15 @@ class InputStage:
             if b is None or b.silent or slot in self.ready or self.slot_time(slot) <= now:
                 self.metrics.frames_dropped.inc()
                 continue
-            self.ready[slot] = frame
-            self.ready_arrival[slot] = b.arrival
-            self.metrics.frame_slack.observe(self.slot_time(slot) - now)
+            self._make_ready(slot, frame, b.arrival, now)
         if n:
             self._rendered(n, drawn["seconds"] / n)
+
+    def _make_ready(self, slot: int, frame, arrival: float, now: float) -> None:
+        """A rendered speech frame waits for its slot (``arrival``: of the packet it shows)."""
+        self.ready[slot] = frame
+        self.ready_arrival[slot] = arrival
+        self.metrics.frame_slack.observe(self.slot_time(slot) - now)
 
     def _rendered(self, n: int, seconds_per_frame: float) -> None:
         """Bookkeeping for ``n`` frames rendered (render loop or with their push)."""

@@ -64,6 +64,13 @@ async def test_speech_opens_mouth_within_budget_and_audio_comes_back(server):
         assert server.stats()["latency_target_ms"] == [150.0]
         assert lat.percentile(50) <= session.budget_s - 0.02, lat.percentile(50)
     assert peer.audio_frames > 100  # the delayed speech comes back as audio
+    # /stats breaks each frame's compute window down: the push round trip and the frames' slack
+    # are real measurements (a frame ready after its slot would have been late, not ready)
+    st = server.stats()
+    assert st["push_round_trip_ms"]["p50"] > 0 and st["push_wait_ms"]["p95"] >= 0
+    assert st["frame_slack_ms"]["p5"] <= st["frame_slack_ms"]["p50"] < session.budget_s * 1000
+    assert st["frame_slack_ms"]["p50"] > 0
+    assert st["packet_lateness_ms"]["p50"] >= 0 and st["packet_lateness_ms"]["p99"] is not None
     # incoming audio took the direct path (decoded on arrival, no jitter-buffer hold) and all of it
     # was decoded there: ~1.5 s of speech and some silence around it, 50 packets a second
     from realtime.server.audio_receive import InlineDecodeQueue

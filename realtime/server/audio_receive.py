@@ -38,9 +38,8 @@ _warned = False
 
 class PassThroughJitterBuffer:
     """aiortc ``JitterBuffer`` interface for one-packet frames (audio): every packet newer than the
-    last released one is a frame, released now; older ones are dropped (``dropped``)."""
-
-    capacity = 16
+    last released one is a frame, released now; older ones are dropped (``dropped``). aiortc's
+    receiver only calls ``add``."""
 
     def __init__(self) -> None:
         self._last: int | None = None
@@ -55,9 +54,6 @@ class PassThroughJitterBuffer:
             return False, None
         self._last = seq
         return False, JitterFrame(data=packet._data, timestamp=packet.timestamp)
-
-    def remove(self, count: int) -> None:  # aiortc's interface; nothing is held
-        pass
 
 
 class InlineDecodeQueue:

@@ -76,9 +76,11 @@ async def serve_echo(host: str, port: int) -> None:
                 tasks.append(asyncio.create_task(drain(track)))
 
         await pc.setRemoteDescription(RTCSessionDescription(sdp=msg["sdp"], type="offer"))
-        pc.addTrack(AudioOutputTrack(clock, lambda k: state["last"]))
+        audio = AudioOutputTrack(clock, lambda k: state["last"])
+        audio_sender = pc.addTrack(audio)
         pc.addTrack(VideoOutputTrack(clock, 25, lambda slot: opened if state["loud"] else rest))
         await pc.setLocalDescription(await pc.createAnswer())
+        audio.use_opus_packets(pc, audio_sender)  # as the engine's sessions send it
         await ws.send(json.dumps({"type": "answer", "sdp": pc.localDescription.sdp}))
         try:
             async for _ in ws:

@@ -51,6 +51,9 @@ class RealtimeConfig:
     # true: each incoming Opus packet is decoded on arrival (audio_receive.py); false: aiortc's
     # audio jitter buffer, which releases a packet only after the 4th one behind it (+80 ms)
     direct_audio_receive: bool = True
+    # true: outgoing audio is encoded as mono Opus on the event loop as each 20 ms frame is made
+    # (media.OpusPacketEncoder); false: aiortc encodes it in its executor (stereo, ~1.5x the CPU)
+    audio_encode_in_track: bool = True
     audio_extra_delay_ms: float = 0.0  # added to the outgoing audio's delay (receiver-side A/V trim)
     client_dir: str | None = None  # None: clients/web of the install (the browser page)
     ice_servers: list[str] = field(default_factory=list)  # e.g. ["stun:stun.l.google.com:19302"]

@@ -119,7 +119,7 @@ class WebRTCSession:
             raise SessionError("the offer must have an audio (sendrecv) and a video (recvonly or sendrecv) section")
         # Tracks (and codec preferences) go in before the offer is applied: aiortc negotiates the
         # codec order when it applies the remote description.
-        pc.addTrack(self.audio)
+        audio_sender = pc.addTrack(self.audio)
         video_sender = pc.addTrack(self.video)
         self._prefer_codec(pc, video_sender, self.config.video_codec)
         try:
@@ -128,6 +128,8 @@ class WebRTCSession:
             raise SessionError(f"the offer's SDP could not be used ({e}); send a browser/aiortc offer") from None
         await pc.setLocalDescription(await pc.createAnswer())
         install_h264_encoder(pc, video_sender, self.config.video_preset)
+        if self.config.audio_encode_in_track:
+            self.audio.use_opus_packets(pc, audio_sender)
         self._spawn(self.scheduler.encode_loop(), "encode")
         self._spawn(self.scheduler.render_loop(), "render")
         self._spawn(self._ice_watchdog(), "ice-watchdog")

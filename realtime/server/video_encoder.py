@@ -57,8 +57,9 @@ def install_h264_encoder(pc, sender, preset: str) -> bool:
     """Gives ``sender`` a tuned H.264 encoder if its negotiated codec is H.264 (call right after
     ``setLocalDescription``, before its first frame). Relies on aiortc's private sender attribute;
     when that is missing (another aiortc version) aiortc's own encoder is kept and this says so."""
-    codecs = next((getattr(t, "_codecs", []) for t in pc.getTransceivers() if t.sender is sender), [])
-    if not codecs or codecs[0].mimeType.lower() != "video/h264":
+    from realtime.server.media import negotiated_mime
+
+    if negotiated_mime(pc, sender) != "video/h264":
         return False
     attr = "_RTCRtpSender__encoder"
     if not hasattr(sender, attr):

@@ -185,13 +185,13 @@ async def test_install_refuses_video_and_started_receivers():
         await b.close()
 
 
-async def test_config_can_keep_aiortcs_receive_path():
+async def test_config_can_keep_aiortcs_audio_paths():
     from clients.webrtc_peer import WebRTCPeer
     from conftest import make_config, make_engine
     from realtime.server.app import RealtimeServer
 
     engine = make_engine()
-    async with RealtimeServer(make_config(direct_audio_receive=False), engine) as server:
+    async with RealtimeServer(make_config(direct_audio_receive=False, audio_encode_in_track=False), engine) as server:
         peer = WebRTCPeer(f"ws://127.0.0.1:{server.port}/ws")
         await peer.connect()
         await peer.wait_connected()
@@ -200,5 +200,6 @@ async def test_config_can_keep_aiortcs_receive_path():
         rx = next(t.receiver for t in session.pc.getTransceivers() if t.kind == "audio")
         assert type(getattr(rx, "_RTCRtpReceiver__jitter_buffer")).__name__ == "JitterBuffer"
         assert session.audio_input.packets > 5  # audio still flows, through aiortc's own path
+        assert session.audio.encoder is None and peer.audio_frames > 5  # aiortc encodes what is sent
         await peer.close()
     engine.close()

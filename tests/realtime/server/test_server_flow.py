@@ -40,7 +40,9 @@ async def test_offer_answer_constant_fps_and_silence_is_rest(server):
 
 
 async def test_speech_opens_mouth_within_budget_and_audio_comes_back(server):
-    peer = WebRTCPeer(ws_url(server))
+    heard: list[tuple[float, float]] = []  # (arrival, rms) of each received 20 ms audio frame
+    peer = WebRTCPeer(ws_url(server), on_audio=lambda t, x: heard.append((t, float(np.sqrt(np.mean(
+        x.astype(float) ** 2))))))
     await peer.connect()
     await peer.wait_connected()
     await asyncio.sleep(0.5)
@@ -64,6 +66,12 @@ async def test_speech_opens_mouth_within_budget_and_audio_comes_back(server):
         assert server.stats()["latency_target_ms"] == [150.0]
         assert lat.percentile(50) <= session.budget_s - 0.02, lat.percentile(50)
     assert peer.audio_frames > 100  # the delayed speech comes back as audio
+    # ... as mono Opus packets encoded in the track: silent before the onset, speech after it
+    assert session.audio.encoder is not None
+    before = [r for t, r in heard if t < onset]
+    after = [r for t, r in heard if onset + 0.4 < t < onset + 1.4]
+    assert before and max(before) < 50.0, max(before)
+    assert len(after) >= 40 and np.median(after) > 1000.0, np.median(after)
     # /stats breaks each frame's compute window down: the push round trip and the frames' slack
     # are real measurements (a frame ready after its slot would have been late, not ready)
     st = server.stats()

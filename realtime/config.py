@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from realtime.errors import SyncVidError
+
 T = TypeVar("T")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -31,7 +33,7 @@ def cache_root() -> Path:
     return Path(root).expanduser() if root else Path.home() / ".cache" / "syncvid"
 
 
-class ConfigError(ValueError):
+class ConfigError(SyncVidError, ValueError):
     """A configuration file or mapping does not fit the expected schema."""
 
 

@@ -15,21 +15,32 @@ def register(sub) -> None:
     p.add_argument("--avatar", default=None, help="prepared avatar directory (default: the shipped avatar)")
     p.add_argument("--low-latency", action="store_true", help="40 ms look-ahead mode for every session")
     p.add_argument("--max-sessions", type=int, default=None, help="session cap")
+    p.add_argument("--renderer", choices=("embedded", "diffusion"), default=None,
+                   help="renderer (default from config: embedded); diffusion needs --unet and --vae")
+    p.add_argument("--unet", metavar="CKPT", default=None,
+                   help="LatentSync UNet checkpoint (latentsync_unet.pt); implies --renderer diffusion")
+    p.add_argument("--unet-config", metavar="YAML", default=None,
+                   help="LatentSync UNet YAML for --unet (default configs/unet/stage2.yaml)")
+    p.add_argument("--vae", metavar="DIR", default=None, help="local diffusers VAE folder for the diffusion renderer")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     import asyncio
-    import dataclasses
 
     from realtime.server.config import load_realtime_config
 
-    config = load_realtime_config(args.config)
     changes = {k: v for k, v in (("host", args.host), ("port", args.port), ("avatar_dir", args.avatar),
-                                  ("max_sessions", args.max_sessions)) if v is not None}
+                                  ("max_sessions", args.max_sessions), ("renderer", args.renderer)) if v is not None}
     if args.low_latency:
         changes["lookahead"] = "low"
-    config = dataclasses.replace(config, **changes)
+    diffusion = {k: v for k, v in (("unet", args.unet), ("unet_config", args.unet_config), ("vae", args.vae))
+                 if v is not None}
+    if diffusion:
+        changes["diffusion"] = diffusion
+    if args.unet:
+        changes.setdefault("renderer", "diffusion")
+    config = load_realtime_config(args.config, changes)
     return asyncio.run(_serve(config))
 
 

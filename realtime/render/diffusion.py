@@ -17,6 +17,8 @@ pipeline cuts chunks at multiples of the chunk length, as a stream with that chu
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import logging
 import threading
@@ -82,6 +84,7 @@ class DiffusionRenderer(Renderer):
         self._latent_cache: OrderedDict[bytes, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
         self._lock = threading.Lock()  # the cache is shared by the worker threads of several sessions
         self._deep_cache_meta: dict[str, bool] = {}
+        self.low_quality_steps: int | None = None  # steps for sessions degraded to quality "low"
 
     @classmethod
     def from_files(cls, unet_ckpt: str, unet_config: str, vae_dir: str | None, sampler: SamplerConfig | None = None,
@@ -104,13 +107,17 @@ class DiffusionRenderer(Renderer):
     # ---- Renderer interface -------------------------------------------------------------------
 
     def new_state(self, seed: int = 0) -> RenderState:
-        return RenderState(seed=int(seed))
+        """On CUDA a session's work runs on its own stream (``render_batch``)."""
+        data = {"cuda_stream": torch.cuda.Stream(device=self.device)} if self.device.type == "cuda" else {}
+        return RenderState(seed=int(seed), data=data)
 
     def render_chunk(self, avatar, frame_indices, audio_blocks, state) -> RenderedChunk:
         return self.render_batch([ChunkRequest(avatar, frame_indices, audio_blocks, state)])[0]
 
     def render_batch(self, requests: Sequence[ChunkRequest]) -> list[RenderedChunk]:
-        """Renders several sessions' chunks; chunks of equal length and crop size share one UNet batch."""
+        """Renders several sessions' chunks; chunks of equal length, crop size and quality share one
+        UNet batch. On CUDA every group is launched on its first session's stream before any is
+        waited for, so groups of different sessions overlap on the GPU."""
         results: list[RenderedChunk | None] = [None] * len(requests)
         work: list[tuple[int, np.ndarray]] = []  # (request index, positions of frames with a face)
         for k, req in enumerate(requests):
@@ -123,11 +130,12 @@ class DiffusionRenderer(Renderer):
                                        events=[{"face": bool(p in set(faces.tolist()))} for p in range(len(idx))])
             if len(faces):
                 work.append((k, faces))
-        groups: dict[tuple[int, int], list[tuple[int, np.ndarray]]] = {}  # by (frames, crop size)
+        groups: dict[tuple[int, int, int], list[tuple[int, np.ndarray]]] = {}  # by (frames, crop size, steps)
         for k, faces in work:
             r = int(requests[k].avatar.crop(int(np.asarray(requests[k].frame_indices)[faces[0]])).shape[0])
-            groups.setdefault((len(faces), r), []).append((k, faces))
-        for items in groups.values():
+            groups.setdefault((len(faces), r, self._steps_for(requests[k].state)), []).append((k, faces))
+        launched = []
+        for (_, _, steps), items in groups.items():
             crops, audios, seeds, masks, stored = [], [], [], [], []
             for k, faces in items:
                 req = requests[k]
@@ -138,13 +146,27 @@ class DiffusionRenderer(Renderer):
                 audios.append(np.asarray(req.audio_blocks, dtype=np.float32)[faces])
                 seeds.append(req.state.seed)
                 masks.append(_avatar_mask(req.avatar, crops[-1].shape[1]))
-            out = self.render_crops(crops, audios, seeds, masks, stored)
-            for (k, faces), new_crops in zip(items, out):
+            sampler = self.sampler if steps == self.sampler.steps else dataclasses.replace(self.sampler, steps=steps)
+            with _on_stream(requests[items[0][0]].state.data.get("cuda_stream")):
+                launched.append((items, self._launch(crops, audios, seeds, masks, stored, sampler)))
+        for items, pending in launched:
+            for (k, faces), new_crops in zip(items, self._finish(pending)):
                 req = requests[k]
                 idx = np.asarray(req.frame_indices, dtype=np.int64)
                 for p, crop in zip(faces, new_crops):
                     results[k].frames[p] = req.avatar.paste_back(int(idx[p]), crop)
         return results  # type: ignore[return-value]
+
+    def _steps_for(self, state: RenderState) -> int:
+        """Sampling steps for a session: fewer while its scheduler has degraded it (quality "low")."""
+        if state.data.get("quality") == "low" and self.low_quality_steps:
+            return min(self.sampler.steps, self.low_quality_steps)
+        return self.sampler.steps
+
+    def warm_up(self, avatar: Any) -> None:
+        """One chunk through the whole path (allocations, cuDNN algorithm choice) before any session."""
+        block = np.zeros((1, 50, 384), np.float32)
+        self.render_chunk(avatar, np.array([0]), block, self.new_state(0))
 
     # ---- avatar-free core ---------------------------------------------------------------------
 
@@ -163,6 +185,12 @@ class DiffusionRenderer(Renderer):
         ``latents``: per chunk, optional precomputed (F, 2, 4, R/8, R/8) [reference, masked] latents
         (an avatar prepared with the same VAE); otherwise they are encoded here (and cached).
         """
+        return self._finish(self._launch(crops, audio, seeds, masks, latents, self.sampler))
+
+    @torch.no_grad()
+    def _launch(self, crops, audio, seeds, masks, latents, sampler: SamplerConfig) -> tuple:
+        """Queues ``render_crops``' device work on the current stream; ``_finish`` waits for it.
+        On CPU everything happens here."""
         from realtime.face.mask import fixed_mask
 
         b = len(crops)
@@ -192,8 +220,20 @@ class DiffusionRenderer(Renderer):
         audio_t = torch.from_numpy(np.stack([np.asarray(a, np.float32) for a in audio])).to(dev, dt)
         deep_cache: dict[str, torch.Tensor] = {}  # features of the last full UNet pass, this call only
         denoise = lambda x, t, a, reuse: self._denoise(x, t, a, reuse, deep_cache)  # noqa: E731
-        latents = sample_latents(denoise, noise, conditioning, audio_t, self.sampler, list(seeds))
-        decoded = decode_latents(self.vae, rearrange(latents, "b c f h w -> (b f) c h w")).float().cpu()
+        latents = sample_latents(denoise, noise, conditioning, audio_t, sampler, list(seeds))
+        decoded = decode_latents(self.vae, rearrange(latents, "b c f h w -> (b f) c h w")).float()
+        done = None
+        if decoded.device.type == "cuda":  # copy into pinned memory without blocking the host
+            decoded = _to_host_async(decoded)
+            done = torch.cuda.Event()
+            done.record()
+        return decoded, done, mask_t, refs, b
+
+    @staticmethod
+    def _finish(pending: tuple) -> list[np.ndarray]:
+        decoded, done, mask_t, refs, b = pending
+        if done is not None:
+            done.synchronize()
         decoded = rearrange(decoded, "(b f) c h w -> b f c h w", b=b)
         out = []
         for k in range(b):
@@ -249,6 +289,8 @@ class DiffusionRenderer(Renderer):
             px = pixels[missing].to(self.device, self.dtype)
             masked = px * keep.to(self.device, self.dtype)
             ref_lat, masked_lat = encode_latents(self.vae, torch.cat([px, masked])).chunk(2)
+            if ref_lat.is_cuda:  # cached latents are read from other sessions' streams: written first
+                torch.cuda.current_stream(self.device).synchronize()
             with self._lock:
                 for j, p in enumerate(missing):
                     found[p] = self._latent_cache[keys[p]] = (ref_lat[j], masked_lat[j])
@@ -256,6 +298,23 @@ class DiffusionRenderer(Renderer):
                     self._latent_cache.popitem(last=False)
         pairs = [found[p] for p in range(len(keys))]
         return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+
+
+@contextlib.contextmanager
+def _on_stream(stream: Any):
+    """Runs the block on ``stream`` (a CUDA stream), or as is when there is none (CPU)."""
+    if stream is None:
+        yield
+        return
+    with torch.cuda.stream(stream):
+        yield
+
+
+def _to_host_async(x: torch.Tensor) -> torch.Tensor:
+    """A device-to-host copy queued on the current stream into pinned memory (the host does not wait)."""
+    host = torch.empty(x.shape, dtype=x.dtype, pin_memory=True)
+    host.copy_(x, non_blocking=True)
+    return host
 
 
 def _avatar_mask(avatar: Any, resolution: int) -> np.ndarray:

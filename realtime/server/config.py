@@ -24,6 +24,33 @@ class LimitsConfig:
 
 
 @dataclass
+class DiffusionConfig:
+    """The diffusion renderer (``renderer: diffusion``): LatentSync's files from local paths, and
+    its sampling. Low-latency sessions (lookahead "low") keep the embedded renderer: LatentSync's
+    audio window needs 120 ms of future audio."""
+
+    unet: str | None = None  # LatentSync's UNet checkpoint (latentsync_unet.pt)
+    unet_config: str | None = None  # its YAML; None: configs/unet/stage2.yaml
+    vae: str | None = None  # local diffusers VAE folder (stabilityai/sd-vae-ft-mse or madebyollin/taesd)
+    whisper: str | None = None  # openai-whisper checkpoint for its features (LatentSync's tiny.pt); None: embedded tiny.en
+    sampler: str = "ddim"  # ddim | lcm | tcd
+    steps: int = 4  # few-step sampling for real time (LatentSync's offline default is 20)
+    guidance: float = 1.5  # classifier-free guidance; <= 1 halves the UNet work
+    deep_cache: int = 1  # full UNet pass every N steps (1 = off)
+    low_quality_steps: int = 2  # steps at degradation level 2 and above (state quality "low")
+    device: str = "auto"  # auto: cuda if present, else cpu (fp32; far from real time)
+
+    def __post_init__(self) -> None:
+        if self.sampler not in ("ddim", "lcm", "tcd"):
+            raise ConfigError(f"diffusion.sampler must be ddim, lcm or tcd, got {self.sampler!r}")
+        if not 1 <= self.steps <= 1000 or not 1 <= self.low_quality_steps <= self.steps:
+            raise ConfigError(f"diffusion.steps must be 1..1000 and diffusion.low_quality_steps 1..steps, got "
+                              f"{self.steps} and {self.low_quality_steps}")
+        if self.deep_cache < 1:
+            raise ConfigError(f"diffusion.deep_cache must be >= 1, got {self.deep_cache}")
+
+
+@dataclass
 class RealtimeConfig:
     host: str = "127.0.0.1"  # localhost only unless asked: the page captures a microphone
     port: int = 8080
@@ -58,10 +85,15 @@ class RealtimeConfig:
     client_dir: str | None = None  # None: clients/web of the install (the browser page)
     ice_servers: list[str] = field(default_factory=list)  # e.g. ["stun:stun.l.google.com:19302"]
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)  # renderer: diffusion only
 
     def __post_init__(self) -> None:
         if self.renderer not in ("embedded", "diffusion"):
             raise ConfigError(f"renderer must be 'embedded' or 'diffusion', got {self.renderer!r}")
+        if self.renderer == "diffusion" and not (self.diffusion.unet and self.diffusion.vae):
+            raise ConfigError("renderer: diffusion needs diffusion.unet (LatentSync's latentsync_unet.pt) and "
+                              "diffusion.vae (a local diffusers VAE folder); set them in the config or pass "
+                              "--unet and --vae to `syncvid serve`")
         if self.lookahead not in ("full", "low"):
             raise ConfigError(f"lookahead must be 'full' or 'low', got {self.lookahead!r}")
         if self.inference not in ("process", "thread"):
@@ -90,9 +122,16 @@ class RealtimeConfig:
         return ms / 1000.0
 
 
-def load_realtime_config(path: str | Path | None = None) -> RealtimeConfig:
-    """Loads `configs/realtime.yaml` (or ``path``); unknown keys are an error naming key and file."""
+def load_realtime_config(path: str | Path | None = None, overrides: dict | None = None) -> RealtimeConfig:
+    """Loads `configs/realtime.yaml` (or ``path``); unknown keys are an error naming key and file.
+    ``overrides`` (command-line flags; nested dicts for sections) replace the file's values before
+    the config is checked, so a flag can complete what the file leaves out."""
     path = Path(path) if path is not None else DEFAULT_CONFIG
-    if path == DEFAULT_CONFIG and not path.is_file():
-        return RealtimeConfig()
-    return from_dict(RealtimeConfig, load_yaml(path), source=str(path))
+    data = {} if path == DEFAULT_CONFIG and not path.is_file() else load_yaml(path)
+    for key, value in (overrides or {}).items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    source = str(path) + (" + command line" if overrides else "")
+    return from_dict(RealtimeConfig, data, source=source)

@@ -4,6 +4,7 @@ from the worker thread."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import threading
@@ -13,7 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from realtime.server.config import RealtimeConfig
+from realtime.config import CONFIG_DIR
+from realtime.server.config import DiffusionConfig, RealtimeConfig
 from realtime.server.worker import InferenceWorker
 
 log = logging.getLogger(__name__)
@@ -166,6 +168,39 @@ class Engine:
             self.backend.close()
 
 
+def renderer_kind(renderer: str, lookahead: str) -> str:
+    """The renderer sessions of ``lookahead`` use: the configured one, except that low-latency
+    sessions always use the embedded renderer (LatentSync's audio window needs 120 ms ahead)."""
+    return "embedded" if lookahead == "low" else renderer
+
+
+def make_renderer(renderer: str, lookahead: str, diffusion: DiffusionConfig | None = None) -> Any:
+    """Builds the renderer ``renderer_kind`` names (loads weights: seconds, or minutes for a
+    5 GB UNet). Used by the in-process engine and by the inference process alike."""
+    if renderer_kind(renderer, lookahead) == "diffusion":
+        from realtime.render.diffusion import DiffusionRenderer
+        from realtime.render.samplers import SamplerConfig
+
+        d = diffusion or DiffusionConfig()
+        sampler = SamplerConfig(kind=d.sampler, steps=d.steps, guidance=d.guidance, deep_cache_interval=d.deep_cache)
+        unet_config = d.unet_config or str(CONFIG_DIR / "unet" / "stage2.yaml")
+        r = DiffusionRenderer.from_files(d.unet, unet_config, d.vae, sampler,
+                                         device=None if d.device == "auto" else d.device)
+        r.low_quality_steps = d.low_quality_steps
+        return r
+    from realtime.render.embedded import EmbeddedRenderer
+
+    return EmbeddedRenderer(lookahead=lookahead)
+
+
+def whisper_path(renderer: str, lookahead: str, diffusion: DiffusionConfig | None) -> str | None:
+    """The Whisper checkpoint whose features the sessions of ``lookahead`` get: the diffusion
+    renderer's (``diffusion.whisper``) where it renders them, else the embedded tiny.en (None)."""
+    if diffusion is not None and renderer_kind(renderer, lookahead) == "diffusion":
+        return diffusion.whisper
+    return None
+
+
 def build_engine(config: RealtimeConfig, avatar: Any = None) -> Engine:
     """The real engine: embedded (or diffusion) renderer, streaming Whisper encoder, avatar
     (``avatar`` overrides ``config.avatar_dir``; neither: the default avatar)."""
@@ -177,13 +212,7 @@ def build_engine(config: RealtimeConfig, avatar: Any = None) -> Engine:
         return _process_engine(config, avatar)
 
     def renderer_factory(lookahead: str):
-        if config.renderer == "diffusion":
-            from realtime.render.diffusion import DiffusionRenderer  # needs a UNet checkpoint configured
-
-            return DiffusionRenderer()
-        from realtime.render.embedded import EmbeddedRenderer
-
-        return EmbeddedRenderer(lookahead=lookahead)
+        return make_renderer(config.renderer, lookahead, config.diffusion)
 
     shared: dict = {}
 
@@ -192,12 +221,13 @@ def build_engine(config: RealtimeConfig, avatar: Any = None) -> Engine:
         from realtime.audio.whisper_loader import load_whisper
         from realtime.visemes.windows import WINDOWS
 
-        if "weights" not in shared:  # fused weights + padding keys/values: once for all sessions
-            shared["weights"] = StreamingWeights(load_whisper())
+        path = whisper_path(config.renderer, lookahead, config.diffusion)
+        if path not in shared:  # fused weights + padding keys/values: once for all sessions
+            shared[path] = StreamingWeights(load_whisper(path))
         # Low-latency mode: the viseme model's window [c-8, c+2) needs 40 ms of future audio.
         w = WINDOWS[lookahead]
         # catch_up: a speech onset re-encodes 0.2 s of context in one call instead of 3-4 (timeline._gate)
-        return StreamingAudioEncoder(shared["weights"], fps=fps, extra_lookahead_ms=0, block=(w.past, w.future),
+        return StreamingAudioEncoder(shared[path], fps=fps, extra_lookahead_ms=0, block=(w.past, w.future),
                                      catch_up=True)
 
     engine = Engine(avatar=avatar, renderer_factory=renderer_factory, encoder_factory=encoder_factory,
@@ -212,8 +242,9 @@ def _process_engine(config: RealtimeConfig, avatar: Any) -> Engine:
     from realtime.server.inference_process import EncoderProxy, ProcessBackend, RendererProxy
 
     backend = ProcessBackend(str(avatar.directory), config.renderer, config.fps, connections=PROCESS_THREADS + 1,
-                             nice=config.inference_nice)
-    engine = Engine(avatar=avatar, renderer_factory=lambda la: RendererProxy(backend, la, config.renderer),
+                             nice=config.inference_nice, diffusion=dataclasses.asdict(config.diffusion))
+    engine = Engine(avatar=avatar,
+                    renderer_factory=lambda la: RendererProxy(backend, la, renderer_kind(config.renderer, la)),
                     encoder_factory=lambda la, fps: EncoderProxy(backend, la, fps),
                     worker=InferenceWorker(threads=PROCESS_THREADS), backend=backend)
     engine.warm_up(("full", "low"), config.fps)

@@ -23,15 +23,20 @@ class ChildEngine:
         from realtime.audio.streaming import StreamingWeights
         from realtime.audio.whisper_loader import load_whisper
         from realtime.face.avatar import Avatar, default_avatar
-        from realtime.server.engine import RestFrameCache
+        from realtime.server.config import DiffusionConfig
+        from realtime.server.engine import RestFrameCache, make_renderer, whisper_path
 
         t = time.monotonic()
         torch.set_num_threads(1)  # few-row matmuls: extra intra-op threads only spin
         cv2.setNumThreads(1)
         self.fps = int(spec["fps"])
         self.avatar = Avatar.load(spec["avatar_dir"]) if spec.get("avatar_dir") else default_avatar()
-        self.renderers = {la: _make_renderer(spec["renderer"], la) for la in ("full", "low")}
-        self.weights = StreamingWeights(load_whisper())
+        diffusion = DiffusionConfig(**spec["diffusion"]) if spec.get("diffusion") else None
+        self.renderers = {la: make_renderer(spec["renderer"], la, diffusion) for la in ("full", "low")}
+        # Whisper weights per look-ahead: the diffusion renderer's own checkpoint where it renders
+        whisper = {la: whisper_path(spec["renderer"], la, diffusion) for la in ("full", "low")}
+        loaded = {path: StreamingWeights(load_whisper(path)) for path in set(whisper.values())}
+        self.weights = {la: loaded[whisper[la]] for la in ("full", "low")}
         self.encoders: OrderedDict[int, Any] = OrderedDict()
         self.states: OrderedDict[int, Any] = OrderedDict()
         self.rest_cache = RestFrameCache()
@@ -50,11 +55,17 @@ class ChildEngine:
         from realtime.audio.streaming import push_many
 
         pushes = [(c, r) for c, r in requests if r[0] == "encode"]
-        jobs = []  # (rank, deadline, seq, connection, thunk)
+        jobs = []  # (rank, deadline, seq, connection, thunk); connection None: a batch of answers
+        batches: dict[str, list] = {}  # renders of a batching renderer (diffusion), by look-ahead
         for k, (c, r) in enumerate(requests):
-            if r[0] != "encode":
+            if r[0] == "render" and hasattr(self.renderers[r[2]], "render_batch"):
+                batches.setdefault(r[2], []).append((k, c, r))
+            elif r[0] != "encode":
                 rank = {"render": 0, "rest": 1}.get(r[0], 2)
                 jobs.append((rank, r[-1] if r[0] == "render" else 0.0, k, c, lambda r=r: ("ok", self._one(r))))
+        for items in batches.values():  # one UNet batch for all sessions, due at the earliest deadline
+            first = min(items, key=lambda it: (it[2][-1], it[0]))
+            jobs.append((0, first[2][-1], first[0], None, lambda items=items: self._render_batch(items)))
         first_fused = min((d for _, r in pushes if _spec(r) for *_, d in _spec(r)["frames"]), default=None)
         if first_fused is not None:
             jobs.sort(key=lambda j: j[:3])
@@ -91,6 +102,9 @@ class ChildEngine:
 
     def _answer(self, jobs: list) -> Iterator[tuple[Any, tuple]]:
         for *_, c, thunk in jobs:
+            if c is None:  # a batch: answers its requests itself
+                yield from thunk()
+                continue
             try:
                 yield c, thunk()
             except Exception as e:  # delivered to the session that asked; this process carries on
@@ -116,19 +130,45 @@ class ChildEngine:
                 want, frames = [], []
         return {"frames": [(j, f) for (j, _), f in zip(want, frames)], "seconds": time.perf_counter() - t}
 
+    def _render_batch(self, items: list[tuple[int, Any, tuple]]) -> Iterator[tuple[Any, tuple]]:
+        """Several sessions' renders in one ``render_batch`` call (the diffusion renderer batches
+        equal-length chunks into one UNet call). If the batch fails, each is rendered on its own,
+        so one session's bad request fails only that session."""
+        import numpy as np
+
+        from realtime.render.diffusion import ChunkRequest
+
+        try:
+            reqs = [ChunkRequest(self.avatar, np.asarray(r[4]), r[5], self._state(r)) for _, _, r in items]
+            chunks = self.renderers[items[0][2][2]].render_batch(reqs)
+        except Exception as e:
+            if len(items) == 1:
+                log.warning("inference request failed: %s", e)
+                yield items[0][1], ("error", e if _picklable(e) else RuntimeError(f"{type(e).__name__}: {e}"))
+                return
+            log.warning("batched render failed (%s); rendering each on its own", e)
+            yield from self._answer([(0, 0.0, k, c, lambda r=r: ("ok", self._one(r))) for k, c, r in items])
+            return
+        for (_, c, _), chunk in zip(items, chunks):
+            yield c, ("ok", (chunk.frames, chunk.events))
+
+    def _state(self, r: tuple) -> Any:
+        """The session's renderer state for render request ``r``, with the quality it asks for."""
+        _, sid, lookahead, seed, _idx, _blocks, quality, _deadline = r
+        state = self.states.get(sid)
+        if state is None:
+            state = self.states[sid] = self.renderers[lookahead].new_state(seed)
+            _bound(self.states)
+        state.data["quality"] = quality
+        return state
+
     def _one(self, r: tuple) -> Any:
         import numpy as np
 
         kind = r[0]
         if kind == "render":
-            _, sid, lookahead, seed, idx, blocks, quality, _deadline = r
-            renderer = self.renderers[lookahead]
-            state = self.states.get(sid)
-            if state is None:
-                state = self.states[sid] = renderer.new_state(seed)
-                _bound(self.states)
-            state.data["quality"] = quality
-            chunk = renderer.render_chunk(self.avatar, np.asarray(idx), blocks, state)
+            state = self._state(r)
+            chunk = self.renderers[r[2]].render_chunk(self.avatar, np.asarray(r[4]), r[5], state)
             return chunk.frames, chunk.events
         if kind == "rest":
             _, lookahead, seed, index = r
@@ -147,7 +187,7 @@ class ChildEngine:
         enc = self.encoders.get(eid)
         if enc is None:
             w = WINDOWS[lookahead]  # the viseme model's window: (4, 6) full, (8, 2) low
-            enc = self.encoders[eid] = StreamingAudioEncoder(self.weights, fps=self.fps, extra_lookahead_ms=0,
+            enc = self.encoders[eid] = StreamingAudioEncoder(self.weights[lookahead], fps=self.fps, extra_lookahead_ms=0,
                                                              block=(w.past, w.future), catch_up=True)
             _bound(self.encoders)
         return enc
@@ -172,16 +212,6 @@ def set_nice(nice: int | None) -> None:
     except OSError as e:  # not permitted: same priority as the server, which still works
         log.info("inference process keeps nice %d (nice %d not permitted: %s); run with CAP_SYS_NICE "
                  "to let it win the CPU under load", os.getpriority(os.PRIO_PROCESS, 0), nice, e.strerror)
-
-
-def _make_renderer(kind: str, lookahead: str):
-    if kind == "diffusion":
-        from realtime.render.diffusion import DiffusionRenderer  # needs a UNet checkpoint configured
-
-        return DiffusionRenderer()
-    from realtime.render.embedded import EmbeddedRenderer
-
-    return EmbeddedRenderer(lookahead=lookahead)
 
 
 def _spec(r: tuple) -> dict | None:

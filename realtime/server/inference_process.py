@@ -47,8 +47,9 @@ class ProcessBackend:
     blocking and thread-safe (one pipe per concurrent caller)."""
 
     def __init__(self, avatar_dir: str | None, renderer: str = "embedded", fps: int = 25,
-                 connections: int = 8, nice: int | None = None) -> None:
-        self.spec = {"avatar_dir": avatar_dir, "renderer": renderer, "fps": fps, "nice": nice}
+                 connections: int = 8, nice: int | None = None, diffusion: dict | None = None) -> None:
+        self.spec = {"avatar_dir": avatar_dir, "renderer": renderer, "fps": fps, "nice": nice,
+                     "diffusion": diffusion}
         self.n_conn = connections
         self._lock = threading.Lock()
         self._closed = False

@@ -1,0 +1,159 @@
+"""The diffusion renderer behind the server: configuration, fewer steps when degraded, one batch
+for several sessions' renders in the inference process, and a live session rendering with it. A
+tiny random-init UNet and VAE written to files stand in for LatentSync's checkpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from realtime.config import ConfigError
+from realtime.server.config import DiffusionConfig, RealtimeConfig, load_realtime_config
+
+
+@pytest.fixture(scope="module")
+def tiny_files(tmp_path_factory):
+    from models.unet import UNet3DConditionModel, tiny_config
+    from models.vae import tiny_autoencoder_kl
+
+    d = tmp_path_factory.mktemp("diffusion")
+    torch.manual_seed(0)
+    unet = UNet3DConditionModel.from_config(tiny_config()).randomize_(3)
+    torch.save({"state_dict": unet.state_dict()}, d / "unet.pt")
+    (d / "unet.yaml").write_text(yaml.safe_dump({"model": tiny_config()}))
+    tiny_autoencoder_kl().save_pretrained(d / "vae")
+    return {"unet": str(d / "unet.pt"), "unet_config": str(d / "unet.yaml"), "vae": str(d / "vae")}
+
+
+def test_diffusion_needs_its_files_and_flags_can_complete_the_file(tmp_path, tiny_files):
+    with pytest.raises(ConfigError, match=r"diffusion\.unet.*diffusion\.vae.*--unet and --vae"):
+        RealtimeConfig(renderer="diffusion")
+    with pytest.raises(ConfigError, match="low_quality_steps"):
+        DiffusionConfig(steps=2, low_quality_steps=3)
+    path = tmp_path / "rt.yaml"
+    path.write_text("renderer: diffusion\ndiffusion:\n  steps: 3\n")
+    with pytest.raises(ConfigError, match=r"diffusion\.unet"):
+        load_realtime_config(path)
+    cfg = load_realtime_config(path, {"diffusion": {"unet": tiny_files["unet"], "vae": tiny_files["vae"]}})
+    assert cfg.renderer == "diffusion" and cfg.diffusion.steps == 3  # the file's keys are kept
+    assert cfg.diffusion.unet == tiny_files["unet"]
+
+
+def test_serve_without_unet_is_a_one_line_error(capsys):
+    from realtime.cli import main
+
+    assert main(["serve", "--renderer", "diffusion", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "syncvid serve: error:" in err and "diffusion.unet" in err and "Traceback" not in err
+
+
+def test_make_renderer_builds_diffusion_for_full_and_embedded_for_low(tiny_files):
+    from realtime.render.diffusion import DiffusionRenderer
+    from realtime.render.embedded import EmbeddedRenderer
+    from realtime.server.engine import make_renderer, whisper_path
+
+    d = DiffusionConfig(**tiny_files, steps=3, low_quality_steps=1, device="cpu", whisper="w.pt")
+    full = make_renderer("diffusion", "full", d)
+    assert isinstance(full, DiffusionRenderer)
+    assert full.sampler.steps == 3 and full.low_quality_steps == 1 and full.device.type == "cpu"
+    assert isinstance(make_renderer("diffusion", "low", d), EmbeddedRenderer)
+    assert isinstance(make_renderer("embedded", "full", d), EmbeddedRenderer)
+    # features from the diffusion renderer's own Whisper only where it renders
+    assert whisper_path("diffusion", "full", d) == "w.pt"
+    assert whisper_path("diffusion", "low", d) is None and whisper_path("embedded", "full", d) is None
+
+
+def test_degraded_sessions_sample_fewer_steps_in_their_own_group():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "render"))
+    from diffusion_fixtures import PerFrameUNet, TinyAvatar, audio_blocks
+
+    from models.vae import tiny_autoencoder_kl
+    from realtime.render.diffusion import ChunkRequest, DiffusionRenderer
+    from realtime.render.samplers import SamplerConfig
+
+    r = DiffusionRenderer(PerFrameUNet(), tiny_autoencoder_kl(), SamplerConfig(steps=4, guidance=1.5))
+    r.low_quality_steps = 2
+    avatar = TinyAvatar(resolution=64)
+    full, low = r.new_state(1), r.new_state(2)
+    low.data["quality"] = "low"
+    idx = np.arange(2)
+    out = r.render_batch([ChunkRequest(avatar, idx, audio_blocks(2), full),
+                          ChunkRequest(avatar, idx, audio_blocks(2), low)])
+    # two groups: 4 UNet calls for the full-quality session, then 2 for the degraded one
+    assert [c["shape"][0] for c in r.unet.calls] == [2] * 6  # CFG doubles each batch of one
+    assert [int(c["t"]) for c in r.unet.calls[:4]] == [999, 749, 499, 249]
+    assert [int(c["t"]) for c in r.unet.calls[4:]] == [999, 499]
+    assert len(out) == 2 and all(len(o.frames) == 2 for o in out)
+    assert r.new_state(0).data == {}  # on CPU no CUDA stream
+
+
+def test_inference_process_batches_sessions_renders(tiny_files):
+    from realtime.server.inference_child import ChildEngine
+
+    spec = {"avatar_dir": None, "renderer": "diffusion", "fps": 25, "nice": None,
+            "diffusion": {**tiny_files, "steps": 2, "low_quality_steps": 1, "device": "cpu"}}
+    engine = ChildEngine(spec)
+    diff = engine.renderers["full"]
+    calls = []
+    orig = diff.render_batch
+    diff.render_batch = lambda reqs: calls.append(len(reqs)) or orig(reqs)
+    blocks = np.random.default_rng(0).standard_normal((2, 50, 384)).astype(np.float32)
+    now = time.monotonic()
+    reqs = [(f"c{k}", ("render", 100 + k, "full", k, np.array([0, 1]), blocks, "full", now + 0.1 * k))
+            for k in range(3)]
+    reqs.append(("bad", ("render", 200, "full", 0, np.array([0, 1]), blocks[:1], "full", now)))
+    answers = dict(engine.serve(reqs))
+    assert calls[0] == 4  # one call for the four sessions; it failed on the bad one ...
+    assert set(answers) == {"c0", "c1", "c2", "bad"}  # ... and each was then answered on its own
+    assert answers["bad"][0] == "error"
+    for k in range(3):
+        status, (frames, events) = answers[f"c{k}"]
+        assert status == "ok" and len(frames) == 2 and frames[0].shape == engine.avatar.frame(0).shape
+    calls.clear()
+    answers = dict(engine.serve(reqs[:3]))
+    assert calls == [3] and all(a[0] == "ok" for a in answers.values())
+    # the low-latency sessions of a diffusion server render with the embedded renderer, one by one
+    assert not hasattr(engine.renderers["low"], "render_batch")
+
+
+async def test_live_session_renders_with_diffusion(tiny_files):
+    from clients.webrtc_peer import WebRTCPeer
+    from conftest import make_config
+    from realtime.server.app import RealtimeServer
+    from realtime.server.engine import build_engine
+    from server_fakes import speech_like
+
+    d = DiffusionConfig(**tiny_files, steps=1, low_quality_steps=1, guidance=1.0, device="cpu")
+    config = make_config(renderer="diffusion", diffusion=d, inference="thread", inference_threads=1,
+                         latency_budget_ms=400.0, max_chunk=2)
+    engine = build_engine(config)
+    assert engine.renderer("full").name == "diffusion"
+    unet = engine.renderer("full").unet
+    calls = []
+    unet.register_forward_hook(lambda m, a, o: calls.append(1))
+    async with RealtimeServer(config, engine) as server:
+        peer = WebRTCPeer(f"ws://127.0.0.1:{server.port}/ws")
+        await peer.connect()
+        await peer.wait_connected()
+        await asyncio.sleep(0.5)
+        peer.play(speech_like(2.0))
+        n0, t0 = len(peer.video_times), time.monotonic()
+        await asyncio.sleep(2.5)
+        fps = (len(peer.video_times) - n0) / (time.monotonic() - t0)
+        sched = next(iter(server.sessions)).scheduler
+        # The tiny UNet and VAE take ~90 ms a frame on this CPU at the default avatar's 256 px
+        # crops, far from real time: frames keep flowing at 25 fps all the same, the session
+        # degrades, and the frames that can make their deadline are drawn by the diffusion path.
+        assert 22.0 <= fps <= 27.5, fps
+        assert sched.counts["speech"] >= 3 and len(calls) >= 3, (sched.counts, len(calls))
+        assert sched.level >= 1 and sched.counts["late"] + sched.counts["repeat"] > 0, sched.counts
+        await peer.close()
+    engine.close()

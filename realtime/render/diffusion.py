@@ -85,6 +85,7 @@ class DiffusionRenderer(Renderer):
         self._lock = threading.Lock()  # the cache is shared by the worker threads of several sessions
         self._deep_cache_meta: dict[str, bool] = {}
         self.low_quality_steps: int | None = None  # steps for sessions degraded to quality "low"
+        self.fallback: Renderer | None = None  # renders sessions degraded to quality "lighter"
 
     @classmethod
     def from_files(cls, unet_ckpt: str, unet_config: str, vae_dir: str | None, sampler: SamplerConfig | None = None,
@@ -123,6 +124,9 @@ class DiffusionRenderer(Renderer):
         for k, req in enumerate(requests):
             idx = np.asarray(req.frame_indices, dtype=np.int64)
             check_chunk(idx, np.asarray(req.audio_blocks))
+            if self.fallback is not None and req.state.data.get("quality") == "lighter":
+                results[k] = self._render_lighter(req)
+                continue
             has_face = getattr(req.avatar, "has_face", lambda i: True)
             faces = np.array([p for p, i in enumerate(idx) if has_face(int(i))], dtype=np.int64)
             # Frames without a detectable face pass through unchanged (counted by the caller's metrics).
@@ -157,6 +161,15 @@ class DiffusionRenderer(Renderer):
                     results[k].frames[p] = req.avatar.paste_back(int(idx[p]), crop)
         return results  # type: ignore[return-value]
 
+    def _render_lighter(self, req: ChunkRequest) -> RenderedChunk:
+        """A session at the top degradation level: its frames from the lighter ``fallback``
+        renderer (the embedded one without idle motion, so the frame around the mouth stays the
+        avatar's, as in this renderer's frames), with that renderer's own state for the session."""
+        state = req.state.data.get("fallback_state")
+        if state is None:
+            state = req.state.data["fallback_state"] = self.fallback.new_state(req.state.seed)
+        return self.fallback.render_chunk(req.avatar, req.frame_indices, req.audio_blocks, state)
+
     def _steps_for(self, state: RenderState) -> int:
         """Sampling steps for a session: fewer while its scheduler has degraded it (quality "low")."""
         if state.data.get("quality") == "low" and self.low_quality_steps:
@@ -167,6 +180,8 @@ class DiffusionRenderer(Renderer):
         """One chunk through the whole path (allocations, cuDNN algorithm choice) before any session."""
         block = np.zeros((1, 50, 384), np.float32)
         self.render_chunk(avatar, np.array([0]), block, self.new_state(0))
+        if self.fallback is not None:
+            self.fallback.warm_up(avatar)
 
     # ---- avatar-free core ---------------------------------------------------------------------
 

@@ -177,6 +177,8 @@ def renderer_kind(renderer: str, lookahead: str) -> str:
 def make_renderer(renderer: str, lookahead: str, diffusion: DiffusionConfig | None = None) -> Any:
     """Builds the renderer ``renderer_kind`` names (loads weights: seconds, or minutes for a
     5 GB UNet). Used by the in-process engine and by the inference process alike."""
+    from realtime.render.embedded import EmbeddedRenderer
+
     if renderer_kind(renderer, lookahead) == "diffusion":
         from realtime.render.diffusion import DiffusionRenderer
         from realtime.render.samplers import SamplerConfig
@@ -187,8 +189,10 @@ def make_renderer(renderer: str, lookahead: str, diffusion: DiffusionConfig | No
         r = DiffusionRenderer.from_files(d.unet, unet_config, d.vae, sampler,
                                          device=None if d.device == "auto" else d.device)
         r.low_quality_steps = d.low_quality_steps
+        if d.whisper is None:  # the viseme model reads tiny.en features: only when the sessions get those
+            # the lighter renderer of the top degradation level; no idle motion, as the diffusion frames
+            r.fallback = EmbeddedRenderer(lookahead="full", idle=False)
         return r
-    from realtime.render.embedded import EmbeddedRenderer
 
     return EmbeddedRenderer(lookahead=lookahead)
 

@@ -26,7 +26,7 @@ import numpy as np
 from realtime.server.media import AUDIO_OUT_RATE, AUDIO_OUT_SAMPLES, AUDIO_PTIME, ENCODER_RATE, AudioRing, MediaClock
 from realtime.server.metrics import ServerMetrics
 from realtime.server.timeline import (HANGOVER, PACKET_S, RECEPTIVE_FIELD_S, REST_STRIDE, THIN_LEVEL, Block,
-                                      InputStage, split_encoder_output)
+                                      InputStage, quality_for, split_encoder_output)
 
 __all__ = ["FrameScheduler", "Block", "split_encoder_output", "MAX_LEVEL"]
 from realtime.server.worker import InferenceWorker, WorkerBusy, WorkerClosed
@@ -186,7 +186,7 @@ class FrameScheduler(InputStage):
         arrivals = [self.blocks[i].arrival for i in chunk]
         self.rendered_upto = chunk[-1]
         if self.state is not None:
-            self.state.data["quality"] = "low" if self.level >= 2 else "full"
+            self.state.data["quality"] = quality_for(self.level)
             self.state.data["deadline"] = self.slot_time(int(slots[0]))  # a remote renderer serves EDF
         try:
             frames = await self.worker.run(lambda: self._render_job(slots, blocks),

@@ -37,6 +37,13 @@ GATE_CONTEXT_S = 0.2  # audio before a speech onset re-encoded on resume (the bl
 MAX_PUSH_WAIT = 3 * 320
 THIN_LEVEL = 3  # the top degradation level: every other speech frame repeats the one before
 
+
+def quality_for(level: int) -> str:
+    """The renderer hint (``RenderState.data["quality"]``) of a degradation level: "full"; "low"
+    from level 2 (the diffusion path samples fewer steps); "lighter" at THIN_LEVEL (the diffusion
+    path hands its frames to the embedded renderer). The embedded renderer ignores it."""
+    return "lighter" if level >= THIN_LEVEL else "low" if level >= 2 else "full"
+
 @dataclass
 class Block:
     block: np.ndarray
@@ -235,7 +242,7 @@ class InputStage:
         if not frames:
             return None
         return {"sid": self.state.data["remote_id"], "seed": self.state.seed, "frames": frames,
-                "quality": "low" if self.level >= 2 else "full"}
+                "quality": quality_for(self.level)}
 
     def _take_drawn(self, base: int, drawn: dict) -> None:
         """Frames rendered with the push (``_fused_spec``) become ready like the render loop's."""

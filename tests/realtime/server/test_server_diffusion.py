@@ -61,6 +61,10 @@ def test_make_renderer_builds_diffusion_for_full_and_embedded_for_low(tiny_files
     full = make_renderer("diffusion", "full", d)
     assert isinstance(full, DiffusionRenderer)
     assert full.sampler.steps == 3 and full.low_quality_steps == 1 and full.device.type == "cpu"
+    assert full.fallback is None  # its sessions get another Whisper's features: no viseme fallback
+    plain = make_renderer("diffusion", "full", DiffusionConfig(**tiny_files, device="cpu"))
+    assert isinstance(plain.fallback, EmbeddedRenderer) and plain.fallback.idle is False
+    assert plain.sampler.steps == 4 and plain.low_quality_steps == 2  # the defaults
     assert isinstance(make_renderer("diffusion", "low", d), EmbeddedRenderer)
     assert isinstance(make_renderer("embedded", "full", d), EmbeddedRenderer)
     # features from the diffusion renderer's own Whisper only where it renders
@@ -93,6 +97,47 @@ def test_degraded_sessions_sample_fewer_steps_in_their_own_group():
     assert [int(c["t"]) for c in r.unet.calls[4:]] == [999, 499]
     assert len(out) == 2 and all(len(o.frames) == 2 for o in out)
     assert r.new_state(0).data == {}  # on CPU no CUDA stream
+
+
+def test_top_level_hands_frames_to_the_lighter_renderer():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "render"))
+    from diffusion_fixtures import PerFrameUNet, TinyAvatar, audio_blocks
+
+    from models.vae import tiny_autoencoder_kl
+    from realtime.render.base import RenderedChunk
+    from realtime.render.diffusion import ChunkRequest, DiffusionRenderer
+    from realtime.render.samplers import SamplerConfig
+    from realtime.server.timeline import THIN_LEVEL, quality_for
+
+    assert [quality_for(level) for level in range(THIN_LEVEL + 1)] == ["full", "full", "low", "lighter"]
+
+    class Lighter:  # records what it is asked to draw; marks its frames
+        def __init__(self):
+            self.calls, self.states = [], []
+
+        def new_state(self, seed):
+            self.states.append(seed)
+            return {"seed": seed}
+
+        def render_chunk(self, avatar, idx, blocks, state):
+            self.calls.append((list(idx), blocks.shape, state["seed"]))
+            return RenderedChunk([np.full((80, 96, 3), 7, np.uint8) for _ in idx], [{"light": True}] * len(idx))
+
+    r = DiffusionRenderer(PerFrameUNet(), tiny_autoencoder_kl(), SamplerConfig(steps=2, guidance=1.5))
+    r.fallback = Lighter()
+    avatar = TinyAvatar(resolution=64)
+    heavy, light = r.new_state(1), r.new_state(2)
+    light.data["quality"] = "lighter"
+    out = r.render_batch([ChunkRequest(avatar, np.arange(2), audio_blocks(2), heavy),
+                          ChunkRequest(avatar, np.arange(2, 5), audio_blocks(3), light)])
+    assert r.fallback.calls == [([2, 3, 4], (3, 50, 384), 2)]
+    assert len(r.unet.calls) == 2 and r.unet.calls[0]["shape"][2] == 2  # only the other session's frames
+    assert all(np.all(f == 7) for f in out[1].frames) and not np.all(out[0].frames[0] == 7)
+    r.render_batch([ChunkRequest(avatar, np.arange(5, 6), audio_blocks(1), light)])
+    assert r.fallback.states == [2]  # the session keeps its lighter renderer's state across chunks
 
 
 def test_inference_process_batches_sessions_renders(tiny_files):
@@ -139,6 +184,10 @@ async def test_live_session_renders_with_diffusion(tiny_files):
     unet = engine.renderer("full").unet
     calls = []
     unet.register_forward_hook(lambda m, a, o: calls.append(1))
+    lighter = engine.renderer("full").fallback
+    light_calls = []
+    orig_light = lighter.render_chunk
+    lighter.render_chunk = lambda *a: light_calls.append(len(a[1])) or orig_light(*a)
     async with RealtimeServer(config, engine) as server:
         peer = WebRTCPeer(f"ws://127.0.0.1:{server.port}/ws")
         await peer.connect()
@@ -154,6 +203,8 @@ async def test_live_session_renders_with_diffusion(tiny_files):
         # degrades, and the frames that can make their deadline are drawn by the diffusion path.
         assert 22.0 <= fps <= 27.5, fps
         assert sched.counts["speech"] >= 3 and len(calls) >= 3, (sched.counts, len(calls))
-        assert sched.level >= 1 and sched.counts["late"] + sched.counts["repeat"] > 0, sched.counts
+        assert sched.counts["late"] + sched.counts["repeat"] > 0, sched.counts
+        # it reached the top level, where the embedded renderer drew its frames
+        assert light_calls, (sched.level, sched.counts)
         await peer.close()
     engine.close()

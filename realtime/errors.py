@@ -15,3 +15,7 @@ class WeightsError(SyncVidError, FileNotFoundError):
 
 class MediaInputError(SyncVidError, ValueError):
     """An image or video that cannot be read or used."""
+
+
+class ServerStartError(SyncVidError, RuntimeError):
+    """The server could not start (its inference process failed to load the models)."""

@@ -205,10 +205,31 @@ def whisper_path(renderer: str, lookahead: str, diffusion: DiffusionConfig | Non
     return None
 
 
+def check_diffusion_files(d: DiffusionConfig) -> None:
+    """Fails at once, naming the key and its flag, when a file the diffusion renderer needs is not
+    there (before an inference process spends seconds loading the others)."""
+    from pathlib import Path
+
+    from realtime.errors import WeightsError
+
+    for key, flag, path, want in (("unet", "--unet", d.unet, "file"), ("unet_config", "--unet-config", d.unet_config, "file"),
+                                  ("vae", "--vae", d.vae, "dir"), ("whisper", None, d.whisper, "file")):
+        if path is None:
+            continue
+        p = Path(path).expanduser()
+        if not (p.is_dir() if want == "dir" else p.is_file()):
+            how = f"diffusion.{key}" + (f" / {flag}" if flag else "")
+            raise WeightsError(f"{how}: {path} is not an existing {'folder' if want == 'dir' else 'file'}; "
+                               "give a local path (nothing is downloaded)")
+
+
 def build_engine(config: RealtimeConfig, avatar: Any = None) -> Engine:
     """The real engine: embedded (or diffusion) renderer, streaming Whisper encoder, avatar
     (``avatar`` overrides ``config.avatar_dir``; neither: the default avatar)."""
     from realtime.face.avatar import Avatar, default_avatar
+
+    if config.renderer == "diffusion":
+        check_diffusion_files(config.diffusion)
 
     if avatar is None:
         avatar = Avatar.load(config.avatar_dir) if config.avatar_dir else default_avatar()

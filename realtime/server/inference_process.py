@@ -32,13 +32,15 @@ from typing import Any
 
 import numpy as np
 
+from realtime.errors import ServerStartError
+
 from realtime.render.base import Renderer, RenderedChunk, RenderState
 from realtime.server.shm_channel import ANSWER_BYTES, REQUEST_BYTES, Region
 from realtime.server.worker import WorkerBusy
 
 log = logging.getLogger(__name__)
 
-READY_TIMEOUT_S = 120.0  # model loading in the child (seconds normally; slow disks, first run)
+READY_TIMEOUT_S = 120.0  # model loading in the child (seconds normally; slow disks, first run); x5 for diffusion
 RESTART_BACKOFF_S = 2.0
 
 
@@ -82,13 +84,15 @@ class ProcessBackend:
             c.close()  # the child's ends live in the child now
         self._pool: queue.Queue[tuple[Connection, Region, Region]] = queue.Queue()
         first = pairs[0][0]
-        if not first.poll(READY_TIMEOUT_S):
+        timeout = READY_TIMEOUT_S * (5 if self.spec.get("renderer") == "diffusion" else 1)  # a 5 GB UNet
+        if not first.poll(timeout):
             self._proc.kill()
-            raise RuntimeError(f"the inference process did not load its models within {READY_TIMEOUT_S:.0f} s")
+            raise ServerStartError(f"the inference process did not load its models within {timeout:.0f} s; "
+                                   "check that the model files are on a local disk")
         status, info, *attached = first.recv()
         if status != "ready":
             self._proc.join(5)
-            raise RuntimeError(f"the inference process failed to start: {info}")
+            raise ServerStartError(f"the inference process failed to start: {info}")
         regions = self._regions
         if attached and not attached[0]:  # the child could not map them: pipes only, both ways
             log.warning("the inference process could not attach the shared memory; using the pipes only")

@@ -52,6 +52,21 @@ def test_serve_without_unet_is_a_one_line_error(capsys):
     assert "syncvid serve: error:" in err and "diffusion.unet" in err and "Traceback" not in err
 
 
+def test_serve_with_missing_or_broken_files_is_a_one_line_error(tmp_path, tiny_files, capsys):
+    from realtime.cli import main
+
+    assert main(["serve", "--unet", str(tmp_path / "nope.pt"), "--vae", tiny_files["vae"], "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "diffusion.unet / --unet" in err and "nope.pt" in err and "Traceback" not in err
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    # found, but not a checkpoint: the inference process fails to load it and says why
+    assert main(["serve", "--unet", str(broken), "--unet-config", tiny_files["unet_config"],
+                 "--vae", tiny_files["vae"], "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "inference process failed to start" in err and "broken.pt" in err and "Traceback" not in err
+
+
 def test_make_renderer_builds_diffusion_for_full_and_embedded_for_low(tiny_files):
     from realtime.render.diffusion import DiffusionRenderer
     from realtime.render.embedded import EmbeddedRenderer

@@ -64,6 +64,10 @@ class ChildEngine:
                 rank = {"render": 0, "rest": 1}.get(r[0], 2)
                 jobs.append((rank, r[-1] if r[0] == "render" else 0.0, k, c, lambda r=r: ("ok", self._one(r))))
         for items in batches.values():  # one UNet batch for all sessions, due at the earliest deadline
+            if len(items) == 1:
+                k, c, r = items[0]
+                jobs.append((0, r[-1], k, c, lambda r=r: ("ok", self._one(r))))
+                continue
             first = min(items, key=lambda it: (it[2][-1], it[0]))
             jobs.append((0, first[2][-1], first[0], None, lambda items=items: self._render_batch(items)))
         first_fused = min((d for _, r in pushes if _spec(r) for *_, d in _spec(r)["frames"]), default=None)
@@ -142,10 +146,6 @@ class ChildEngine:
             reqs = [ChunkRequest(self.avatar, np.asarray(r[4]), r[5], self._state(r)) for _, _, r in items]
             chunks = self.renderers[items[0][2][2]].render_batch(reqs)
         except Exception as e:
-            if len(items) == 1:
-                log.warning("inference request failed: %s", e)
-                yield items[0][1], ("error", e if _picklable(e) else RuntimeError(f"{type(e).__name__}: {e}"))
-                return
             log.warning("batched render failed (%s); rendering each on its own", e)
             yield from self._answer([(0, 0.0, k, c, lambda r=r: ("ok", self._one(r))) for k, c, r in items])
             return

@@ -33,7 +33,6 @@ from typing import Any
 import numpy as np
 
 from realtime.errors import ServerStartError
-
 from realtime.render.base import Renderer, RenderedChunk, RenderState
 from realtime.server.shm_channel import ANSWER_BYTES, REQUEST_BYTES, Region
 from realtime.server.worker import WorkerBusy

@@ -4,6 +4,8 @@ server tests about the server (timing, queues, protocol), fast on 2 cores."""
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from realtime.render.base import RenderedChunk, Renderer, RenderState, check_chunk
@@ -91,3 +93,24 @@ def speech_like(seconds: float, rate: int = 48000, seed: int = 0) -> np.ndarray:
     env = 0.6 + 0.4 * np.sin(2 * np.pi * 4 * t) ** 2
     x = 0.3 * buzz * env + 0.01 * rng.standard_normal(len(t))
     return (x / np.abs(x).max() * 0.7).astype(np.float32)
+
+
+@contextlib.asynccontextmanager
+async def negotiated(track, mime: str, direction: str = "recvonly"):
+    """A server peer connection sending ``track`` with only ``mime`` (e.g. "video/H264") offered in
+    its answer to a fresh client's offer; yields ``(server_pc, sender)``, closes both after."""
+    from aiortc import RTCPeerConnection, RTCRtpSender
+
+    client, server = RTCPeerConnection(), RTCPeerConnection()
+    try:
+        client.addTransceiver(track.kind, direction=direction)
+        await client.setLocalDescription(await client.createOffer())
+        sender = server.addTrack(track)
+        caps = RTCRtpSender.getCapabilities(track.kind).codecs
+        server.getTransceivers()[0].setCodecPreferences([c for c in caps if c.mimeType == mime])
+        await server.setRemoteDescription(client.localDescription)
+        await server.setLocalDescription(await server.createAnswer())
+        yield server, sender
+    finally:
+        await client.close()
+        await server.close()

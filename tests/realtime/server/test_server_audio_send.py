@@ -52,24 +52,13 @@ def test_one_packet_per_frame_on_the_frames_clock_and_stereo_decodable():
 
 
 async def test_installed_only_when_opus_is_negotiated():
-    from aiortc import RTCPeerConnection, RTCRtpSender
+    from server_fakes import negotiated
 
     results = {}
     for mime in ("audio/opus", "audio/PCMU"):
-        client, server = RTCPeerConnection(), RTCPeerConnection()
-        try:
-            client.addTransceiver("audio", direction="sendrecv")
-            await client.setLocalDescription(await client.createOffer())
-            track = AudioOutputTrack(MediaClock(), lambda k: np.zeros(AUDIO_OUT_SAMPLES, np.int16))
-            sender = server.addTrack(track)
-            caps = RTCRtpSender.getCapabilities("audio").codecs
-            server.getTransceivers()[0].setCodecPreferences([c for c in caps if c.mimeType == mime])
-            await server.setRemoteDescription(client.localDescription)
-            await server.setLocalDescription(await server.createAnswer())
+        track = AudioOutputTrack(MediaClock(), lambda k: np.zeros(AUDIO_OUT_SAMPLES, np.int16))
+        async with negotiated(track, mime, direction="sendrecv") as (server, sender):
             results[mime] = (track.use_opus_packets(server, sender), track.encoder is not None)
-        finally:
-            await client.close()
-            await server.close()
     assert results == {"audio/opus": (True, True), "audio/PCMU": (False, False)}
 
 

@@ -60,25 +60,15 @@ def test_video_preset_is_validated():
 
 
 async def test_install_on_negotiated_h264_sender():
-    from aiortc import RTCPeerConnection, RTCRtpSender, VideoStreamTrack
+    from aiortc import VideoStreamTrack
 
     from realtime.server.video_encoder import install_h264_encoder
+    from server_fakes import negotiated
 
     results = {}
     for mime in ("video/H264", "video/VP8"):
-        client, server = RTCPeerConnection(), RTCPeerConnection()
-        try:
-            client.addTransceiver("video", direction="recvonly")
-            await client.setLocalDescription(await client.createOffer())
-            sender = server.addTrack(VideoStreamTrack())
-            caps = RTCRtpSender.getCapabilities("video").codecs
-            server.getTransceivers()[0].setCodecPreferences([c for c in caps if c.mimeType == mime])
-            await server.setRemoteDescription(client.localDescription)
-            await server.setLocalDescription(await server.createAnswer())
+        async with negotiated(VideoStreamTrack(), mime) as (server, sender):
             results[mime] = (install_h264_encoder(server, sender, "ultrafast"),
                              type(getattr(sender, "_RTCRtpSender__encoder")).__name__)
-        finally:
-            await client.close()
-            await server.close()
     assert results["video/H264"] == (True, "_TunedH264Encoder")
     assert results["video/VP8"] == (False, "NoneType")

@@ -166,7 +166,6 @@ def _memory(weights, minutes):
 def run(args) -> int:
     import platform
 
-    import numpy as np
     import torch
 
     from realtime.audio.features import chunk_features, compute_features, num_video_frames

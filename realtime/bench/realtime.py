@@ -1,4 +1,10 @@
-"""`syncvid bench realtime`: the server on loopback with the embedded renderer, measured as a client sees it.
+"""`syncvid bench realtime`: the server on loopback, measured as a client sees it.
+
+The renderer is the server config's (embedded by default). ``--renderer diffusion --unet CKPT --vae
+DIR`` measures the diffusion path (a GPU's work: engine latency, sessions per GPU);
+``--random-weights stage2`` does the same with a random-init UNet of that config, whose timing is
+the real one but whose pictures are not (glass-to-glass and A/V are then void). The bursts'
+content delays are the embedded renderer's in every case.
 
 Runs the real server (`syncvid serve`) and a zero-delay echo server (the transport floor) as
 subprocesses and probes both from aiortc peers in this process:
@@ -48,6 +54,20 @@ def add_arguments(p) -> None:
     p.add_argument("--audio", default=str(FIXTURE), help="speech WAV the probe speaks (bursts cut from it)")
     p.add_argument("--json", default=None, help="also write the results as JSON to this file")
     p.add_argument("--server-config", default=None, help="YAML config for the server under test")
+    g = p.add_argument_group("renderer of the server under test (default: the server config's, embedded)")
+    g.add_argument("--renderer", choices=["embedded", "diffusion"], default=None,
+                   help="passed to syncvid serve (low-latency sessions always use the embedded renderer)")
+    g.add_argument("--unet", metavar="CKPT", help="diffusion: LatentSync UNet checkpoint, passed to syncvid serve")
+    g.add_argument("--unet-config", metavar="YAML", help="diffusion: the UNet's config, passed to syncvid serve")
+    g.add_argument("--vae", metavar="DIR", help="diffusion: local diffusers VAE folder, passed to syncvid serve")
+    g.add_argument("--random-weights", metavar="CONFIG", default=None,
+                   help="diffusion with a random-init UNet of this LatentSync config (stage2, stage2_512, "
+                        "stage2_efficient, second_stage) and an sd-vae-ft-mse-shaped VAE, written to a "
+                        "temporary folder: the architecture's real timing (engine latency, sessions per GPU) "
+                        "without the checkpoints. The lips do not follow the speech with random weights, so "
+                        "the glass-to-glass and A/V figures are void")
+    g.add_argument("--start-timeout", type=float, default=None,
+                   help="seconds to wait for a server to come up (default 120; 600 with the diffusion renderer)")
 
 
 # ---- helpers --------------------------------------------------------------------------------------
@@ -62,13 +82,24 @@ def http_json(port: int, path: str) -> dict:
         return json.loads(r.read())
 
 
-def start_process(args: list[str], port: int, health: str | None) -> subprocess.Popen:
+def start_process(args: list[str], port: int, health: str | None, timeout: float = 120.0) -> subprocess.Popen:
+    """A server subprocess, returned once it answers. Its log goes to a temporary file (a pipe
+    nobody reads would fill up and stall a long run); the file's tail is in the error if it fails."""
+    import tempfile
+
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log_file = tempfile.TemporaryFile()
+    proc = subprocess.Popen([sys.executable, *args], env=env, stdout=subprocess.DEVNULL, stderr=log_file)
+    proc.log_file = log_file  # type: ignore[attr-defined]
+
+    def tail() -> str:
+        log_file.seek(0)
+        return log_file.read().decode(errors="replace")[-2000:]
+
     t0 = time.monotonic()
-    while time.monotonic() - t0 < 120:
+    while time.monotonic() - t0 < timeout:
         if proc.poll() is not None:
-            raise RuntimeError(f"{args} exited: {proc.stderr.read().decode()[-2000:]}")
+            raise RuntimeError(f"{args} exited: {tail()}")
         try:
             if health:
                 http_json(port, health)
@@ -78,7 +109,8 @@ def start_process(args: list[str], port: int, health: str | None) -> subprocess.
         except OSError:
             time.sleep(0.3)
     proc.kill()
-    raise RuntimeError(f"{args} did not start")
+    proc.wait()
+    raise RuntimeError(f"{args} did not start within {timeout:.0f} s: {tail()}")
 
 
 def stop_process(proc: subprocess.Popen) -> None:
@@ -87,6 +119,10 @@ def stop_process(proc: subprocess.Popen) -> None:
         proc.wait(10)
     except subprocess.TimeoutExpired:
         proc.kill()
+        proc.wait()
+    log_file = getattr(proc, "log_file", None)
+    if log_file is not None:
+        log_file.close()
 
 
 def speech_bursts(path: str, n: int) -> list[np.ndarray]:
@@ -246,16 +282,49 @@ def machine_description() -> str:
     return f"{model}, {os.cpu_count()} cores{load}"
 
 
-def start_server(args, low_latency: bool = False) -> tuple[int, subprocess.Popen]:
-    """`syncvid serve` on a free port with room for the capacity search; (port, process) once healthy."""
-    port = free_port()
+def server_command(args, port: int, low_latency: bool = False) -> list[str]:
+    """The interpreter arguments of `syncvid serve` for the server under test."""
     cmd = ["-c", "import sys; from realtime.cli import main; sys.exit(main())", "serve", "--port", str(port),
            "--max-sessions", str(args.max_sessions + 1)]
     if low_latency:
         cmd.append("--low-latency")
-    if args.server_config:
+    if getattr(args, "server_config", None):
         cmd += ["--config", args.server_config]
-    return port, start_process(cmd, port, "/healthz")
+    for flag in ("renderer", "unet", "unet_config", "vae"):
+        value = getattr(args, flag, None)
+        if value:
+            cmd += ["--" + flag.replace("_", "-"), str(value)]
+    return cmd
+
+
+def prepare_renderer(args, tmp_dir: str) -> None:
+    """Checks the renderer flags; with ``--random-weights`` writes the random-init files into
+    ``tmp_dir`` and points ``--unet/--unet-config/--vae`` at them."""
+    if not getattr(args, "random_weights", None):
+        if (args.unet or args.vae) and args.renderer is None:
+            args.renderer = "diffusion"
+        return
+    if args.unet or args.vae or args.unet_config:
+        raise SystemExit("syncvid bench realtime: --random-weights writes its own UNet and VAE; "
+                         "leave out --unet, --unet-config and --vae (or --random-weights to use your files)")
+    if args.renderer == "embedded":
+        raise SystemExit("syncvid bench realtime: --random-weights is for the diffusion renderer; "
+                         "leave out --renderer embedded")
+    from realtime.bench.random_weights import write_random_diffusion
+
+    try:
+        files = write_random_diffusion(args.random_weights, tmp_dir)
+    except ValueError as e:
+        raise SystemExit(f"syncvid bench realtime: --random-weights: {e}") from None
+    args.renderer, args.unet, args.unet_config, args.vae = "diffusion", files["unet"], files["unet_config"], files["vae"]
+
+
+def start_server(args, low_latency: bool = False) -> tuple[int, subprocess.Popen]:
+    """`syncvid serve` on a free port with room for the capacity search; (port, process) once healthy."""
+    port = free_port()
+    timeout = getattr(args, "start_timeout", None) or (600.0 if getattr(args, "renderer", None) == "diffusion"
+                                                       else 120.0)
+    return port, start_process(server_command(args, port, low_latency), port, "/healthz", timeout)
 
 
 async def run_async(args) -> dict:
@@ -265,8 +334,9 @@ async def run_async(args) -> dict:
     box = face_box(default_avatar())
     n_bursts = int(args.duration / (BURST_S + GAP_S)) + 2
     bursts = speech_bursts(args.audio, n_bursts)
-    results: dict = {"machine": machine_description(),
-                     "duration_s": args.duration, "modes": {}}
+    results: dict = {"machine": machine_description(), "duration_s": args.duration, "modes": {},
+                     "server": {"renderer": args.renderer or "config", "unet": args.unet,
+                                "random_weights": args.random_weights, "config": args.server_config}}
     from realtime.bench.g2g_reference import content_delays
 
     modes = [m for m in args.modes.split(",") if m]
@@ -326,6 +396,12 @@ def print_table(r: dict) -> None:
         return f"{d['p50']} / {d['p95']}"
 
     print(f"syncvid bench realtime — {r['machine']}, {r['duration_s']:.0f} s per probe")
+    server = r.get("server", {})
+    if server.get("renderer") == "diffusion":
+        what = f"random-init {server['random_weights']}" if server.get("random_weights") else server.get("unet")
+        print(f"renderer: diffusion ({what}; low-latency sessions use the embedded renderer)")
+        if server.get("random_weights"):
+            print("random weights: the lips do not follow the speech; glass-to-glass and A/V figures are void")
     print(f"{'mode':<6}{'engine p50/p95':>18}{'g2g raw':>18}{'g2g - content':>18}{'echo floor':>18}"
           f"{'over floor raw':>18}{'over floor net':>18}{'A/V med/p95|.|':>18}{'echo A/V':>9}{'A/V-echo':>9}"
           f"{'drift':>7}{'rx fps':>7}")
@@ -338,6 +414,11 @@ def print_table(r: dict) -> None:
               f"{str(e['av_offset_ms']['drift']):>7}{e['rx_fps']:>7}")
     print("(ms; g2g - content: minus each burst's content delay, see realtime.bench.g2g_reference; "
           "A/V: video after audio > 0, content delay removed)")
+    for mode, m in r["modes"].items():
+        f, rt = m["server_frames"], m["render_ms_per_frame"]
+        print(f"{mode}: server sent {f['sent']} frames, late {f['late']} ({100 * f['late'] / max(1, f['sent']):.2f} %), "
+              f"repeated {f['repeated']}, rendered {f['rendered']}; render {rt['p50']} / {rt['p95']} ms per frame "
+              "p50 / p95")
     for nice, caps in r.get("capacity", {}).items():
         for c in caps:
             print(f"capacity (peers at nice {nice}): {c['sessions']} sessions: late {c['late_frac'] * 100:.2f} %, "
@@ -349,8 +430,12 @@ def print_table(r: dict) -> None:
 
 
 def run(args) -> int:
+    import tempfile
+
     logging.getLogger("aioice").setLevel(logging.WARNING)
-    results = asyncio.run(run_async(args))
+    with tempfile.TemporaryDirectory(prefix="syncvid-bench-") as tmp:
+        prepare_renderer(args, tmp)
+        results = asyncio.run(run_async(args))
     print_table(results)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

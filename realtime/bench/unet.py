@@ -34,27 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _model(name: str, device: str, dtype):
-    import torch
+    from realtime.bench.random_weights import random_unet
 
-    from models.unet import UNet3DConditionModel, tiny_config
-    from models.unet.motion_module import SinusoidalPositionalEncoding
-    from realtime.config import REPO_ROOT
-    from realtime.unet_config import load_unet_config
-
-    if name == "tiny":
-        return torch.nn.Module.to(UNet3DConditionModel.from_config(tiny_config()).randomize_(0), device, dtype).eval()
-    cfg = load_unet_config(REPO_ROOT / "configs" / "unet" / f"{name}.yaml").model_dict()
-    with torch.device("meta"):
-        model = UNet3DConditionModel.from_config(cfg)
-    model = model.to_empty(device=device)
-    gen = torch.Generator(device=device).manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.02, generator=gen)
-        for module in model.modules():  # positional tables were left uninitialised by to_empty
-            if isinstance(module, SinusoidalPositionalEncoding):
-                module.pe.copy_(SinusoidalPositionalEncoding(module.pe.shape[-1], module.pe.shape[1]).pe)
-    return torch.nn.Module.to(model, dtype=dtype).eval()
+    return random_unet(name, device, dtype)
 
 
 def _time_case(model, batch: int, frames: int, latent: int, device: str, dtype, repeats: int) -> dict:

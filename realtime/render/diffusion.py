@@ -312,6 +312,13 @@ class DiffusionRenderer(Renderer):
                 while len(self._latent_cache) > LATENT_CACHE_FRAMES:
                     self._latent_cache.popitem(last=False)
         pairs = [found[p] for p in range(len(keys))]
+        if self.device.type == "cuda":
+            # a cached latent written on another session's stream is read on this one: tell the
+            # allocator, so that evicting it cannot hand its memory to that stream before this read
+            stream = torch.cuda.current_stream(self.device)
+            for ref, masked in pairs:
+                ref.record_stream(stream)
+                masked.record_stream(stream)
         return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
 
 

@@ -6,7 +6,6 @@ import sys
 import wave
 
 import numpy as np
-import pytest
 
 from realtime.cli import main
 

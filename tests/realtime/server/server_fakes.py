@@ -114,3 +114,26 @@ async def negotiated(track, mime: str, direction: str = "recvonly"):
     finally:
         await client.close()
         await server.close()
+
+
+def make_config(**kw):
+    """A server config for tests: loopback, port 0, short timeouts."""
+    from realtime.server.config import LimitsConfig, RealtimeConfig
+
+    limits = LimitsConfig(ice_timeout_s=2.0, teardown_timeout_s=1.0, ping_interval_s=1.0, ping_timeout_s=1.0)
+    base = dict(host="127.0.0.1", port=0, max_sessions=2, limits=limits)
+    base.update(kw)
+    return RealtimeConfig(**base)
+
+
+def make_engine(renderer=None):
+    from realtime.server.engine import Engine
+    from realtime.server.worker import InferenceWorker
+
+    renderer = renderer or FakeRenderer()
+    return Engine(
+        avatar=FakeAvatar(),
+        renderer_factory=lambda lookahead: renderer,
+        encoder_factory=lambda lookahead, fps: FakeEncoder(fps, 0.12 if lookahead == "full" else 0.04),
+        worker=InferenceWorker(),
+    )

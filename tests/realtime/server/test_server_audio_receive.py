@@ -187,7 +187,7 @@ async def test_install_refuses_video_and_started_receivers():
 
 async def test_config_can_keep_aiortcs_audio_paths():
     from clients.webrtc_peer import WebRTCPeer
-    from conftest import make_config, make_engine
+    from server_fakes import make_config, make_engine
     from realtime.server.app import RealtimeServer
 
     engine = make_engine()

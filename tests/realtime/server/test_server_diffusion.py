@@ -9,8 +9,6 @@ import time
 
 import numpy as np
 import pytest
-import torch
-import yaml
 
 from realtime.config import ConfigError
 from realtime.server.config import DiffusionConfig, RealtimeConfig, load_realtime_config
@@ -18,16 +16,9 @@ from realtime.server.config import DiffusionConfig, RealtimeConfig, load_realtim
 
 @pytest.fixture(scope="module")
 def tiny_files(tmp_path_factory):
-    from models.unet import UNet3DConditionModel, tiny_config
-    from models.vae import tiny_autoencoder_kl
+    from realtime.bench.random_weights import write_random_diffusion
 
-    d = tmp_path_factory.mktemp("diffusion")
-    torch.manual_seed(0)
-    unet = UNet3DConditionModel.from_config(tiny_config()).randomize_(3)
-    torch.save({"state_dict": unet.state_dict()}, d / "unet.pt")
-    (d / "unet.yaml").write_text(yaml.safe_dump({"model": tiny_config()}))
-    tiny_autoencoder_kl().save_pretrained(d / "vae")
-    return {"unet": str(d / "unet.pt"), "unet_config": str(d / "unet.yaml"), "vae": str(d / "vae")}
+    return write_random_diffusion("tiny", tmp_path_factory.mktemp("diffusion"), seed=3)
 
 
 def test_diffusion_needs_its_files_and_flags_can_complete_the_file(tmp_path, tiny_files):
@@ -186,7 +177,7 @@ def test_inference_process_batches_sessions_renders(tiny_files):
 
 async def test_live_session_renders_with_diffusion(tiny_files):
     from clients.webrtc_peer import WebRTCPeer
-    from conftest import make_config
+    from server_fakes import make_config
     from realtime.server.app import RealtimeServer
     from realtime.server.engine import build_engine
     from server_fakes import speech_like

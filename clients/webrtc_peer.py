@@ -112,8 +112,7 @@ class WebRTCPeer:
         """Offer over /ws, apply the answer; returns the answer message (or raises on an error reply)."""
         from websockets.asyncio.client import connect
 
-        self.pc.addTrack(self.audio_out)
-        self.pc.addTransceiver("video", direction="recvonly")
+        self.add_media()
 
         @self.pc.on("track")
         def on_track(track) -> None:
@@ -131,6 +130,11 @@ class WebRTCPeer:
         self._tasks.append(asyncio.create_task(self._read_messages()))
         self.answer = reply
         return reply
+
+    def add_media(self) -> None:
+        """The offer's sections: the microphone (sendrecv audio) and the avatar's video (recvonly)."""
+        self.pc.addTrack(self.audio_out)
+        self.pc.addTransceiver("video", direction="recvonly")
 
     async def _read_messages(self) -> None:
         with contextlib.suppress(Exception):

@@ -32,6 +32,21 @@ class SessionError(Exception):
     """The session cannot start (bad SDP, no audio in the offer); sent to the client as an error."""
 
 
+def check_offer_sections(sdp: str) -> None:
+    """One audio and one video m-section, no more: each further one would be a track aiortc
+    receives and decodes for nobody."""
+    lines = sdp.splitlines()
+    n_audio = sum(ln.startswith("m=audio") for ln in lines)
+    n_video = sum(ln.startswith("m=video") for ln in lines)
+    if n_audio != 1 or n_video != 1:
+        raise SessionError("the offer must have exactly one audio (sendrecv) and one video (recvonly or sendrecv) "
+                           f"section; it has {n_audio} audio and {n_video} video")
+
+
+def transceiver_of(pc: RTCPeerConnection, sender):
+    return next(t for t in pc.getTransceivers() if t.sender is sender)
+
+
 class WebRTCSession:
     def __init__(self, engine: Engine, config: RealtimeConfig, metrics: ServerMetrics,
                  options: dict | None = None) -> None:
@@ -115,18 +130,24 @@ class WebRTCSession:
             elif pc.connectionState in ("failed", "closed"):
                 self.gone.set()
 
-        if "m=audio" not in offer_sdp or "m=video" not in offer_sdp:
-            raise SessionError("the offer must have an audio (sendrecv) and a video (recvonly or sendrecv) section")
+        check_offer_sections(offer_sdp)
         # Tracks (and codec preferences) go in before the offer is applied: aiortc negotiates the
         # codec order when it applies the remote description.
         audio_sender = pc.addTrack(self.audio)
         video_sender = pc.addTrack(self.video)
+        video_transceiver = transceiver_of(pc, video_sender)
+        # the server never reads the client's camera: a sendrecv offer must not make aiortc receive
+        # and decode it into a queue nobody drains
+        video_transceiver.direction = "sendonly"
         self._prefer_codec(pc, video_sender, self.config.video_codec)
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         except Exception as e:  # aiortc raises ValueError and friends on malformed SDP
             raise SessionError(f"the offer's SDP could not be used ({e}); send a browser/aiortc offer") from None
         await pc.setLocalDescription(await pc.createAnswer())
+        if video_transceiver.currentDirection not in ("sendonly", "sendrecv"):
+            raise SessionError("the offer's video section must be recvonly or sendrecv: the server sends the "
+                               "avatar's video and receives none")
         install_h264_encoder(pc, video_sender, self.config.video_preset)
         if self.config.audio_encode_in_track:
             self.audio.use_opus_packets(pc, audio_sender)

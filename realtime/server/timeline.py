@@ -250,7 +250,8 @@ class InputStage:
         for j, frame in drawn["frames"]:
             i = base + j
             b, slot = self.blocks.get(i), i + self.K
-            if b is None or b.silent or slot in self.ready or self.slot_time(slot) <= now:
+            if (b is None or b.silent or slot in self.ready or self.slot_time(slot) <= now
+                    or len(self.ready) >= self.max_frames_ahead):  # bounded even if nothing sends them
                 self.metrics.frames_dropped.inc()
                 continue
             self._make_ready(slot, frame, b.arrival, now)

@@ -187,8 +187,8 @@ async def test_install_refuses_video_and_started_receivers():
 
 async def test_config_can_keep_aiortcs_audio_paths():
     from clients.webrtc_peer import WebRTCPeer
-    from server_fakes import make_config, make_engine
     from realtime.server.app import RealtimeServer
+    from server_fakes import make_config, make_engine
 
     engine = make_engine()
     async with RealtimeServer(make_config(direct_audio_receive=False, audio_encode_in_track=False), engine) as server:

@@ -177,10 +177,9 @@ def test_inference_process_batches_sessions_renders(tiny_files):
 
 async def test_live_session_renders_with_diffusion(tiny_files):
     from clients.webrtc_peer import WebRTCPeer
-    from server_fakes import make_config
     from realtime.server.app import RealtimeServer
     from realtime.server.engine import build_engine
-    from server_fakes import speech_like
+    from server_fakes import make_config, speech_like
 
     d = DiffusionConfig(**tiny_files, steps=1, low_quality_steps=1, guidance=1.0, device="cpu")
     config = make_config(renderer="diffusion", diffusion=d, inference="thread", inference_threads=1,

@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from clients.webrtc_peer import WebRTCPeer
-from server_fakes import FakeAvatar, mouth_darkness, speech_like
+from server_fakes import FakeAvatar, make_config, make_engine, mouth_darkness, speech_like
 
 
 def ws_url(srv) -> str:
@@ -91,7 +91,6 @@ async def test_speech_opens_mouth_within_budget_and_audio_comes_back(server):
 
 
 async def test_interrupt_drops_pending_within_one_frame():
-    from server_fakes import make_config, make_engine
     from realtime.server.app import RealtimeServer
 
     # a long budget keeps ~0.4 s of received speech pending at the server when the interrupt comes

@@ -31,8 +31,9 @@ def make_scheduler(renderer, worker, budget_s=0.17):
         render_state=renderer.new_state(), clock=MediaClock(), metrics=ServerMetrics())
 
 
-async def drive(sched: FrameScheduler, seconds: float, loud: bool, out: list) -> None:
-    """Feeds 20 ms packets and pulls video slots, both on the absolute schedule, for ``seconds``."""
+async def drive(sched: FrameScheduler, seconds: float, loud: bool, out: list, pull: bool = True) -> None:
+    """Feeds 20 ms packets and pulls video slots, both on the absolute schedule, for ``seconds``
+    (``pull=False``: no video slot is pulled, as when the client's video never starts)."""
     clock = sched.clock
     t0 = clock.start()
     base_pkt = getattr(sched, "_test_pkt", 0)
@@ -51,7 +52,8 @@ async def drive(sched: FrameScheduler, seconds: float, loud: bool, out: list) ->
             sched.on_packet(sched.ring16.end, now)
             pkt += 1
         if now >= t_slot:
-            out.append((slot, sched.frame_for(slot), sched.level, len(sched.ready)))
+            if pull:
+                out.append((slot, sched.frame_for(slot), sched.level, len(sched.ready)))
             slot += 1
     sched._test_pkt, sched._test_slot = pkt, slot
 
@@ -141,7 +143,7 @@ class FusedEncoder(FakeEncoder):
         return sorted(blocks.items()), {"frames": [(j, f) for (j, _), f in zip(want, frames)], "seconds": 0.001}
 
 
-async def _fused_run(level: int | None):
+async def _fused_run(level: int | None, pull: bool = True):
     from realtime.render.base import RenderState
 
     worker, drawer, loop_renderer = InferenceWorker(), FakeRenderer(), FakeRenderer()
@@ -155,7 +157,7 @@ async def _fused_run(level: int | None):
         out: list = []
         if level is not None:
             sched.level = level
-        await drive(sched, 1.6, loud=True, out=out)
+        await drive(sched, 1.6, loud=True, out=out, pull=pull)
         return sched, enc, loop_renderer, out
     finally:
         await stop(tasks, worker)
@@ -176,6 +178,13 @@ async def test_frames_drawn_with_their_push_skip_the_render_loop():
         for j, a, d in s["frames"]:
             slot = sched.enc_base + j + sched.K
             assert a == sched.avatar_index(slot) and abs(d - sched.slot_time(slot)) < 1e-9
+
+
+async def test_frames_drawn_with_their_push_stay_bounded_when_no_video_is_pulled():
+    sched, enc, _, _ = await _fused_run(None, pull=False)
+    assert enc.drawn >= 8  # the pushes kept drawing ...
+    assert 0 < len(sched.ready) <= sched.max_frames_ahead  # ... but what waits for a slot is bounded
+    assert sched.metrics.frames_dropped.value >= enc.drawn - sched.max_frames_ahead
 
 
 async def test_top_level_thins_frames_before_the_push():

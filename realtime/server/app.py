@@ -114,9 +114,12 @@ class RealtimeServer:
         if path == "/ws":
             return None  # continue the WebSocket handshake
         if path == "/healthz":
-            body = {"status": "ok", "sessions": len(self.sessions), "max_sessions": self.config.max_sessions,
-                    "uptime_s": round(time.monotonic() - self.started_at, 1)}
-            return _response(200, json.dumps(body).encode(), "application/json")
+            # 503 while the inference process is down (its start failed; retried with a back-off)
+            down = getattr(getattr(self.engine, "backend", None), "down", None)
+            body = {"status": "ok" if down is None else "degraded", "sessions": len(self.sessions),
+                    "max_sessions": self.config.max_sessions, "uptime_s": round(time.monotonic() - self.started_at, 1),
+                    "inference": "ok" if down is None else f"down: {down}"}
+            return _response(200 if down is None else 503, json.dumps(body).encode(), "application/json")
         if path == "/metrics":
             self.metrics.sessions.set(len(self.sessions))
             return _response(200, self.metrics.render().encode(), "text/plain; version=0.0.4; charset=utf-8")

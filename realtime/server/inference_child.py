@@ -77,14 +77,23 @@ class ChildEngine:
                 yield from self._answer([jobs.pop(0)])
         if pushes:
             try:
-                items = []
-                for _, (_, eid, lookahead, samples, reset, light, *_) in pushes:
+                items, pushed, results = [], [], []
+                for k, (_, (_, eid, lookahead, samples, reset, light, *_)) in enumerate(pushes):
+                    if not reset and eid not in self.encoders:
+                        # this process was restarted (or let the state go): the session's frame grid
+                        # must restart with a fresh encoder, not carry on from index 0 unawares
+                        results.append(LookupError("the session's encoder is not in the inference process "
+                                                   "(it was restarted); the encoder restarts"))
+                        continue
                     enc = self._encoder(eid, lookahead)
                     if reset:
                         enc.reset()
                     enc.light = light
                     items.append((enc, samples))
-                results = push_many(items)
+                    pushed.append(k)
+                    results.append(None)
+                for k, res in zip(pushed, push_many(items) if items else []):
+                    results[k] = res
             except Exception as e:  # not one stream's bad audio (push_many reports those per stream)
                 log.exception("batched encoder call failed")
                 results = [RuntimeError(f"encoder failed: {type(e).__name__}: {e}")] * len(pushes)

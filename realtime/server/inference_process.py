@@ -15,8 +15,12 @@ wakes it reads every pending request and serves them together: all sessions' enc
 through one batched encoder call (``push_many``), then render and rest jobs. The proxies implement
 the interfaces the scheduler already uses (``push``/``reset``, ``render_chunk``/``rest_frame``).
 
-If the child dies, the jobs in flight fail with ``WorkerBusy`` (the scheduler skips the frames, a
-session restarts its encoder) and a new child is started; sessions carry on with fresh state.
+If the child dies, or gives no answer within ``CALL_TIMEOUT_S`` (it hangs), the jobs in flight
+fail with ``WorkerBusy`` (the scheduler skips the frames, a session restarts its encoder) and a new
+child is started; sessions carry on with fresh state. A push for an encoder the child does not hold
+(it was restarted) fails the same way, so the session's frame grid restarts with its encoder. If a
+new child cannot start, calls fail at once with ``WorkerBusy`` and the start is retried with a
+growing back-off; ``/healthz`` reports the inference process down meanwhile.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 120.0  # model loading in the child (seconds normally; slow disks, first run); x5 for diffusion
 RESTART_BACKOFF_S = 2.0
+MAX_RESTART_BACKOFF_S = 30.0  # a child that cannot start is retried at most this far apart
+CALL_TIMEOUT_S = 10.0  # no answer within this: the child hangs (a frame's work takes milliseconds); x6 for diffusion
 
 
 class ProcessBackend:
@@ -56,6 +62,10 @@ class ProcessBackend:
         self._closed = False
         self._generation = 0
         self._last_start = 0.0
+        self.down: str | None = None  # why no child is running (its start failed), else None
+        self._next_try = 0.0
+        self._backoff = RESTART_BACKOFF_S
+        self.call_timeout = CALL_TIMEOUT_S * (6 if renderer == "diffusion" else 1)
         self._ids = itertools.count(1)
         # per pipe: (request region, answer region), kept across child restarts
         self._regions = [(Region(REQUEST_BYTES), Region(ANSWER_BYTES)) for _ in range(connections)]
@@ -84,14 +94,22 @@ class ProcessBackend:
         self._pool: queue.Queue[tuple[Connection, Region, Region]] = queue.Queue()
         first = pairs[0][0]
         timeout = READY_TIMEOUT_S * (5 if self.spec.get("renderer") == "diffusion" else 1)  # a 5 GB UNet
-        if not first.poll(timeout):
+        try:
+            if not first.poll(timeout):
+                raise ServerStartError(f"the inference process did not load its models within {timeout:.0f} s; "
+                                       "check that the model files are on a local disk")
+            try:
+                status, info, *attached = first.recv()
+            except (EOFError, OSError):
+                status, info, attached = "failed", f"it exited with code {self._proc.exitcode}", []
+            if status != "ready":
+                raise ServerStartError(f"the inference process failed to start: {info}")
+        except ServerStartError:
             self._proc.kill()
-            raise ServerStartError(f"the inference process did not load its models within {timeout:.0f} s; "
-                                   "check that the model files are on a local disk")
-        status, info, *attached = first.recv()
-        if status != "ready":
             self._proc.join(5)
-            raise ServerStartError(f"the inference process failed to start: {info}")
+            for p, _ in pairs:
+                p.close()
+            raise
         regions = self._regions
         if attached and not attached[0]:  # the child could not map them: pipes only, both ways
             log.warning("the inference process could not attach the shared memory; using the pipes only")
@@ -104,28 +122,43 @@ class ProcessBackend:
 
     def call(self, request: tuple) -> Any:
         """Sends one request, waits for its answer (from a worker thread, never the event loop)."""
-        gen = self._generation
+        if self.down is not None:
+            self._retry_start()
+        gen, pool = self._generation, self._pool
         try:
-            slot = self._pool.get(timeout=5.0)
+            slot = pool.get(timeout=5.0)
         except queue.Empty:
             raise WorkerBusy("no free connection to the inference process") from None
         conn, req_region, ans_region = slot
         try:
             conn.send_bytes(req_region.pack(request))
+            if not conn.poll(self.call_timeout):
+                raise TimeoutError(f"no answer within {self.call_timeout:.0f} s")
             status, value = ans_region.unpack(conn.recv_bytes())
-        except (EOFError, OSError) as e:
+        except (EOFError, OSError) as e:  # TimeoutError too: a hung child is replaced like a dead one
             self._restart(gen, e)
-            raise WorkerBusy(f"the inference process stopped ({type(e).__name__}); restarting it") from None
-        self._pool.put(slot)
+            raise WorkerBusy(f"the inference process stopped ({type(e).__name__}: {e}); restarting it") from None
+        except BaseException:  # the pipe is in step (nothing sent, or the answer read): it stays usable
+            self._give_back(slot, gen)
+            raise
+        self._give_back(slot, gen)
         if status == "error":
             raise value
         return value
 
+    def _give_back(self, slot: tuple, gen: int) -> None:
+        with self._lock:
+            if gen == self._generation and not self._closed:
+                self._pool.put(slot)
+                return
+        slot[0].close()  # a pipe to a child that has been replaced
+
     def _restart(self, gen: int, why: BaseException) -> None:
         with self._lock:
-            if self._closed or gen != self._generation:
-                return  # closed, or another caller restarted it already
-            log.error("inference process %s exited (%s: %s); starting a new one", self.pid, type(why).__name__, why)
+            if self._closed or gen != self._generation or self.down is not None:
+                return  # closed, or another caller restarted it already (or is retrying its start)
+            log.error("inference process %s exited or hangs (%s: %s); starting a new one", self.pid,
+                      type(why).__name__, why)
             self._drain_pool()
             if self._proc.is_alive():  # it must not answer into the regions the new child will use
                 self._proc.kill()
@@ -133,7 +166,32 @@ class ProcessBackend:
             wait_s = RESTART_BACKOFF_S - (time.monotonic() - self._last_start)
             if wait_s > 0:  # a child that dies at once must not spin
                 time.sleep(wait_s)
+            self._try_start()
+
+    def _try_start(self) -> None:
+        """``_start`` under the lock; on failure the backend is ``down`` until a retry succeeds."""
+        try:
             self._start()
+        except ServerStartError as e:
+            self.down = str(e)
+            self._generation += 1  # pipes of the failed start are closed; callers holding old ones give them up
+            self._next_try = time.monotonic() + self._backoff
+            log.error("%s; retrying in %.0f s", e, self._backoff)
+            self._backoff = min(MAX_RESTART_BACKOFF_S, 2 * self._backoff)
+            return
+        self.down, self._backoff = None, RESTART_BACKOFF_S
+
+    def _retry_start(self) -> None:
+        """Called while ``down``: one caller retries the start when the back-off allows; every
+        other call fails at once instead of queueing behind a process that is not there."""
+        if self._lock.acquire(blocking=False):
+            try:
+                if self.down is not None and not self._closed and time.monotonic() >= self._next_try:
+                    self._try_start()
+            finally:
+                self._lock.release()
+        if self.down is not None or self._closed:
+            raise WorkerBusy(f"the inference process is down ({self.down}); a new start is retried")
 
     def _drain_pool(self) -> None:
         while True:
@@ -167,7 +225,7 @@ class EncoderProxy:
     def __init__(self, backend: ProcessBackend, lookahead: str, fps: int) -> None:
         self.backend, self.lookahead, self.fps = backend, lookahead, fps
         self.id = backend.new_id()
-        self._reset = False
+        self._reset = True  # the first push creates the child's encoder; a push without reset needs it there
         self.light = False  # StreamingAudioEncoder.light, applied in the child with each push
 
     def reset(self) -> None:

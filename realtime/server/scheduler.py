@@ -242,6 +242,10 @@ class FrameScheduler(InputStage):
                 deadline=self.slot_time(want[0]), kind="rest")
         except (WorkerBusy, WorkerClosed):
             return
+        except Exception as e:  # the rest frame failed: the slot shows the avatar's frame, the session goes on
+            log.warning("rest frame job failed (%s: %s)", type(e).__name__, e)
+            self.counts["rest_failures"] += 1
+            return
         self.rest.update(zip(want, frames))
 
     # ---- output --------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ async def test_healthz_metrics_page_and_404(server):
     assert status == 200 and ctype == "application/json"
     health = json.loads(body)
     assert health["status"] == "ok" and health["sessions"] == 0 and health["max_sessions"] == 2
+    assert health["inference"] == "ok"
     status, ctype, body = await get(server.port, "/metrics")
     assert status == 200 and ctype.startswith("text/plain; version=0.0.4")
     for name in ("syncvid_sessions 0", "# TYPE syncvid_engine_latency_seconds histogram",
@@ -38,6 +39,22 @@ async def test_healthz_metrics_page_and_404(server):
     assert status == 200 and ctype.startswith("text/html") and "/ws" in body + (await get(server.port, "/app.js"))[2]
     status, _, _ = await get(server.port, "/nope")
     assert status == 404
+
+
+async def test_healthz_is_503_while_the_inference_process_is_down(server):
+    class DownBackend:
+        down = "the inference process failed to start: no avatar"
+
+    server.engine.backend = DownBackend()
+    try:
+        status, _, body = await get(server.port, "/healthz")
+        assert status == 503
+        health = json.loads(body)
+        assert health["status"] == "degraded" and health["inference"].startswith("down: the inference process")
+    finally:
+        server.engine.backend = None
+    status, _, _ = await get(server.port, "/healthz")
+    assert status == 200
 
 
 async def _first_reply(port: int, message):

@@ -85,8 +85,61 @@ def test_a_dead_child_is_replaced(backend, default_avatar):
     with pytest.raises(WorkerBusy, match="restarting"):
         enc.push(np.zeros(320, np.float32))
     assert backend.pid != old
-    out = enc.push(np.zeros(3200, np.float32))  # fresh state in the new child: frames from 0 again
+    # the new child does not have this encoder: the push says so (the scheduler then restarts its
+    # frame grid) instead of quietly numbering frames from 0 again
+    with pytest.raises(LookupError, match="restarted"):
+        enc.push(np.zeros(3200, np.float32))
+    enc.reset()
+    out = enc.push(np.zeros(3200, np.float32))
     assert out and out[0][0] == 0
+    fresh = EncoderProxy(backend, "full", 25)  # a new session's first push creates its encoder
+    assert fresh.push(np.zeros(3200, np.float32))[0][0] == 0
+
+
+def test_a_hung_child_is_replaced(backend):
+    import time
+
+    enc = EncoderProxy(backend, "full", 25)
+    enc.push(np.zeros(3200, np.float32))
+    old, timeout = backend.pid, backend.call_timeout
+    backend.call_timeout = 1.0
+    os.kill(old, signal.SIGSTOP)  # alive but never answers
+    try:
+        t = time.monotonic()
+        with pytest.raises(WorkerBusy, match="TimeoutError.*restarting"):
+            enc.push(np.zeros(320, np.float32))
+        assert time.monotonic() - t < 1.0 + 30  # the timeout, then the new child's start
+    finally:
+        backend.call_timeout = timeout
+        if backend.pid == old:
+            os.kill(old, signal.SIGCONT)
+    assert backend.pid != old and backend.down is None
+    enc.reset()
+    assert enc.push(np.zeros(3200, np.float32))
+
+
+def test_a_child_that_cannot_start_is_retried_and_calls_fail_fast(backend, tmp_path):
+    import time
+
+    enc = EncoderProxy(backend, "full", 25)
+    enc.push(np.zeros(3200, np.float32))
+    good = backend.spec["avatar_dir"]
+    backend.spec["avatar_dir"] = str(tmp_path / "no-avatar")  # the next child fails to load
+    try:
+        os.kill(backend.pid, signal.SIGKILL)
+        with pytest.raises(WorkerBusy, match="restarting"):
+            enc.push(np.zeros(320, np.float32))
+        assert backend.down and "failed to start" in backend.down
+        t = time.monotonic()
+        with pytest.raises(WorkerBusy, match="down"):  # at once, not after a 5 s wait for a pipe
+            enc.push(np.zeros(320, np.float32))
+        assert time.monotonic() - t < 0.5
+    finally:
+        backend.spec["avatar_dir"] = good
+    backend._next_try = 0.0  # the back-off has passed: the next call starts a child
+    enc.reset()
+    assert enc.push(np.zeros(3200, np.float32))
+    assert backend.down is None
 
 
 def test_push_render_draws_the_frames_it_completes(backend, default_avatar, arctic_audio):

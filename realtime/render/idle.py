@@ -57,30 +57,47 @@ def _blink_profile(dt: np.ndarray) -> np.ndarray:
     return np.where(dt < 0, 0.0, np.minimum(closing, opening))
 
 
+BLINK_BLOCK_S = 60.0  # the blink schedule is drawn per minute: any time is O(1), however long the session
+
+
 @dataclass
 class IdleMotion:
     """Deterministic blink schedule and head sway for one session (seeded)."""
 
     seed: int = 0
-    _blinks: list[float] = field(default_factory=list)  # start times, extended lazily
-    _rng: np.random.Generator | None = None
+    _blocks: dict[int, np.ndarray] = field(default_factory=dict)  # minute -> blink start times (s)
 
     def __post_init__(self) -> None:
-        self._rng = np.random.default_rng([self.seed, 0x1D1E])
         r = np.random.default_rng([self.seed, 0x4EAD])
         self._phase = r.uniform(0, 2 * np.pi, (3, 3))
         self._freq = r.uniform(*HEAD_FREQS_HZ, (3, 3))
-        self._blinks.append(float(self._rng.uniform(0.5, 2.5)))  # first blink soon after start
 
-    def _extend(self, t: float) -> None:
-        while self._blinks[-1] < t + 1.0:
-            self._blinks.append(self._blinks[-1] + float(self._rng.uniform(*BLINK_INTERVAL_S)))
+    def _block(self, k: int) -> np.ndarray:
+        """Blink starts in minute ``k``: a function of (seed, k) alone. The first comes soon after
+        the start (0.5-2.5 s), later minutes' 1-2 s into the minute and none after 59 s, so blinks
+        stay >= 2 s apart across minutes too."""
+        got = self._blocks.get(k)
+        if got is None:
+            rng = np.random.default_rng([self.seed, 0x1D1E, k])
+            t = float(rng.uniform(0.5, 2.5) if k == 0 else rng.uniform(1.0, 2.0))
+            starts = []
+            while t <= BLINK_BLOCK_S - 1.0:
+                starts.append(k * BLINK_BLOCK_S + t)
+                t += float(rng.uniform(*BLINK_INTERVAL_S))
+            got = self._blocks[k] = np.asarray(starts)
+            while len(self._blocks) > 4:  # frames ask for times near each other
+                del self._blocks[min(self._blocks)]
+        return got
 
     def blink(self, t: float) -> float:
         """Eye closure in [0, 1] at time t seconds."""
-        self._extend(t)
-        starts = np.asarray(self._blinks)
-        return float(_blink_profile(t - starts).max())
+        k = int(np.floor(t / BLINK_BLOCK_S))
+        if k < 0:
+            return 0.0
+        starts = self._block(k)
+        if k > 0 and t - k * BLINK_BLOCK_S < 1.0:  # a blink from the minute before may still be closing
+            starts = np.concatenate([self._block(k - 1), starts])
+        return float(_blink_profile(t - starts).max()) if len(starts) else 0.0
 
     def head_pose(self, t: float) -> tuple[float, float, float]:
         """(rotation degrees, dx, dy as frame fractions): sums of three slow sines per axis."""

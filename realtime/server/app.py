@@ -39,6 +39,11 @@ def _response(status: int, body: bytes, content_type: str) -> Response:
     return Response(status, http.HTTPStatus(status).phrase, headers, body)
 
 
+def close_reason(text: str) -> str:
+    """A WebSocket close reason: at most 123 bytes of UTF-8 (a longer one fails the close itself)."""
+    return text.encode("utf-8")[:123].decode("utf-8", errors="ignore")
+
+
 class RealtimeServer:
     """``async with RealtimeServer(config, engine) as srv: srv.port`` — or ``start()``/``close()``."""
 
@@ -105,8 +110,7 @@ class RealtimeServer:
             m.frame_queue.set(sum(len(s.scheduler.ready) for s in ss))
             m.worker_queue.set(self.engine.worker.depth)
             m.degrade_level.set(max((s.scheduler.level for s in ss), default=0))
-            if ss:
-                m.av_offset.set(ss[-1].scheduler.av_offset_s)
+            m.av_offset.set(ss[-1].scheduler.av_offset_s if ss else 0.0)  # no session: no offset to report
 
     # ---- HTTP -------------------------------------------------------------------------------------
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
@@ -178,7 +182,7 @@ class RealtimeServer:
 
     async def _fail(self, ws: ServerConnection, code: P.ErrorCode, message: str, close_code: int) -> None:
         await self._send(ws, P.error_message(code, message))
-        await ws.close(close_code, message[:120])
+        await ws.close(close_code, close_reason(message))
 
     async def _handle(self, ws: ServerConnection) -> None:
         proto = P.SessionProtocol()
@@ -272,5 +276,5 @@ class RealtimeServer:
             elif isinstance(event, P.Report):
                 self.metrics.glass_latency.observe(event.glass_to_glass_ms / 1000.0)
             elif isinstance(event, P.Close):
-                await ws.close(P.CLOSE_NORMAL, event.reason[:120] or "bye")
+                await ws.close(P.CLOSE_NORMAL, close_reason(event.reason) or "bye")
                 return

@@ -28,6 +28,9 @@ LOOKAHEAD_S = {"full": 0.120, "low": 0.040}
 PROCESS_THREADS = 8
 
 
+MAX_REST_STATES = 64  # idle-motion states of the rest frames, one per (renderer, seed) in use
+
+
 class RestFrameCache:
     """Rest frames by (renderer, seed, avatar index), shared by all sessions: sessions index the
     avatar by time since the engine's epoch, so N silent sessions cost one rest render per slot.
@@ -37,7 +40,7 @@ class RestFrameCache:
         self.max_items = max_items
         self._lock = threading.Lock()  # the worker may run several threads
         self._frames: OrderedDict = OrderedDict()
-        self._states: dict = {}
+        self._states: OrderedDict = OrderedDict()  # (renderer, seed) -> state; the seeds in use, bounded
         self.hits = self.misses = 0
 
     def get(self, renderer: Any, avatar: Any, index: int, seed: int):
@@ -54,6 +57,9 @@ class RestFrameCache:
         skey = (id(renderer), seed)
         if skey not in self._states:
             self._states[skey] = renderer.new_state(seed)
+            while len(self._states) > MAX_REST_STATES:  # clients choose seeds: cycling them costs no memory
+                self._states.popitem(last=False)
+        self._states.move_to_end(skey)
         frame = renderer.rest_frame(avatar, index, self._states[skey])
         self._frames[key] = frame
         while len(self._frames) > self.max_items:

@@ -24,6 +24,7 @@ CLOSE_TRY_AGAIN = 1013  # session cap reached; the client may retry later
 MAX_SDP_CHARS = 64 * 1024  # a real offer is a few kB; anything larger is not an SDP
 
 # Session options a client may set in the first message (all optional).
+MAX_SEED = 2**32 - 1  # idle-motion seed (numpy seeds are non-negative)
 OPTION_TYPES: dict[str, type] = {"low_latency": bool, "seed": int}
 
 
@@ -126,6 +127,8 @@ def _parse_options(raw: Any) -> dict[str, Any] | ProtocolError:
             return ProtocolError(ErrorCode.BAD_OPTION, f"unknown option '{key}' (known: {known})")
         if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
             return ProtocolError(ErrorCode.BAD_OPTION, f"option '{key}' must be {tp.__name__}")
+        if key == "seed" and not 0 <= value <= MAX_SEED:
+            return ProtocolError(ErrorCode.BAD_OPTION, f"option 'seed' must be from 0 to {MAX_SEED}")
     return dict(raw)
 
 
@@ -133,7 +136,7 @@ def parse_text(text: str) -> Event:
     """One text message -> one event (a ProtocolError when the message is malformed)."""
     try:
         msg = json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # ValueError: JSONDecodeError, or an integer too long to convert
         return ProtocolError(ErrorCode.BAD_JSON, "message is not valid JSON")
     if not isinstance(msg, dict):
         return ProtocolError(ErrorCode.BAD_MESSAGE, "message must be a JSON object")

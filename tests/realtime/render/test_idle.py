@@ -36,6 +36,23 @@ def test_schedule_deterministic_and_order_independent():
     assert not np.array_equal(a, blink_track(4))
 
 
+def test_blinks_stay_spaced_across_minutes_and_cost_nothing_to_reach_late_times():
+    """The schedule is drawn per minute: a session a week old asks for a blink without replaying the
+    week, keeps a few minutes of it in memory, and gets the same answer as a fresh one."""
+    idle = IdleMotion(11)
+    track = np.array([idle.blink(i / FPS) for i in range(int(600 * FPS))])  # 10 minutes
+    closed = track > 0.9
+    starts = (np.flatnonzero(closed[1:] & ~closed[:-1]) + 1) / FPS
+    gaps = np.diff(starts)
+    assert len(starts) >= 100 and gaps.min() >= 2.0 - 2 / FPS and gaps.max() <= 10.0
+    assert len(idle._blocks) <= 4
+    week = 7 * 24 * 3600.0
+    late = [idle.blink(week + i / FPS) for i in range(int(60 * FPS))]
+    fresh = IdleMotion(11)
+    assert late[-1] == fresh.blink(week + (len(late) - 1) / FPS) and max(late) > 0.9
+    assert len(idle._blocks) <= 4
+
+
 def test_head_motion_bounded_and_smooth():
     idle = IdleMotion(5)
     poses = np.array([idle.head_pose(i / FPS) for i in range(int(60 * FPS))])

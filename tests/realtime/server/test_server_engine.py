@@ -62,3 +62,16 @@ async def test_real_engine_end_to_end_over_webrtc(default_avatar, arctic_audio, 
             await peer.close()
     finally:
         engine.close()
+
+
+def test_rest_frame_cache_keeps_frames_and_states_bounded_whatever_seeds_clients_pick():
+    from realtime.server.engine import MAX_REST_STATES, RestFrameCache
+    from server_fakes import FakeAvatar, FakeRenderer
+
+    cache, renderer, avatar = RestFrameCache(max_items=8), FakeRenderer(), FakeAvatar()
+    first = cache.get(renderer, avatar, 0, seed=0)
+    assert cache.get(renderer, avatar, 0, seed=0) is first and cache.hits == 1  # shared by sessions
+    for seed in range(3 * MAX_REST_STATES):  # a client cycling seeds
+        cache.get(renderer, avatar, 1, seed=seed)
+    assert len(cache._states) == MAX_REST_STATES and len(cache._frames) == 8
+    assert (id(renderer), 3 * MAX_REST_STATES - 1) in cache._states  # the newest stay

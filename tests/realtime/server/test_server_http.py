@@ -89,6 +89,31 @@ async def test_bad_messages_get_errors_and_server_survives(server):
     assert status == 200 and json.loads(body)["sessions"] == 0
 
 
+def test_close_reasons_fit_a_close_frame():
+    from realtime.server.app import close_reason
+
+    reason = close_reason("é" * 120)  # 240 bytes of UTF-8: more than a close frame holds
+    assert len(reason.encode()) <= 123 and reason == "é" * 61
+    assert close_reason("bye") == "bye"
+
+
+async def test_a_close_with_a_long_multibyte_reason_closes_normally(server):
+    from clients.webrtc_peer import WebRTCPeer
+
+    peer = WebRTCPeer(f"ws://127.0.0.1:{server.port}/ws", keep_video=False)
+    try:
+        await peer.connect()
+        await peer.ws.send(json.dumps({"type": "close", "reason": "é" * 120}))
+        for _ in range(100):
+            if peer.ws.close_code is not None:
+                break
+            await asyncio.sleep(0.02)
+        assert peer.ws.close_code == 1000  # not 1011 (a close frame holds 123 bytes of reason)
+        assert peer.ws.close_reason == "é" * 61
+    finally:
+        await peer.close()
+
+
 async def test_oversized_message_closes_connection_only(server):
     async with connect(f"ws://127.0.0.1:{server.port}/ws", max_size=None) as ws:
         await ws.send("x" * (server.config.limits.max_message_bytes + 1))

@@ -50,6 +50,9 @@ def test_start_routes_to_sdk_session_and_accepts_pcm16():
         ('{"type": "offer", "sdp": "v=0", "options": []}', P.ErrorCode.BAD_OPTION),
         ('{"type": "interrupt"}', P.ErrorCode.UNEXPECTED),
         ("[" * 100000 + "]" * 100000, P.ErrorCode.BAD_JSON),
+        ('{"type": "offer", "sdp": "v=0", "n": ' + "9" * 5000 + "}", P.ErrorCode.BAD_JSON),  # int too long
+        ('{"type": "offer", "sdp": "v=0", "options": {"seed": -1}}', P.ErrorCode.BAD_OPTION),
+        ('{"type": "offer", "sdp": "v=0", "options": {"seed": 4294967296}}', P.ErrorCode.BAD_OPTION),
     ],
 )
 def test_bad_first_message_is_an_error_that_closes(text, code):

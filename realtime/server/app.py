@@ -39,6 +39,15 @@ def _response(status: int, body: bytes, content_type: str) -> Response:
     return Response(status, http.HTTPStatus(status).phrase, headers, body)
 
 
+def _is_loopback(connection: ServerConnection) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(connection.remote_address[0]).is_loopback
+    except (TypeError, ValueError, IndexError):
+        return False
+
+
 def close_reason(text: str) -> str:
     """A WebSocket close reason: at most 123 bytes of UTF-8 (a longer one fails the close itself)."""
     return text.encode("utf-8")[:123].decode("utf-8", errors="ignore")
@@ -128,6 +137,8 @@ class RealtimeServer:
             self.metrics.sessions.set(len(self.sessions))
             return _response(200, self.metrics.render().encode(), "text/plain; version=0.0.4; charset=utf-8")
         if path == "/stats":  # JSON summary for benchmarks (percentiles from raw samples)
+            if not _is_loopback(connection):  # a benchmark's tool on this machine; it can reset the samples
+                return _response(403, b"/stats is served to clients on this machine only\n", "text/plain; charset=utf-8")
             body = self.stats(reset="reset=1" in request.path)
             return _response(200, json.dumps(body).encode(), "application/json")
         if path in STATIC:
@@ -143,11 +154,7 @@ class RealtimeServer:
 
         def ms(h, *qs) -> dict:
             """Percentiles ``qs`` of ``h`` in ms, as {"p50": ...} (None while it has no samples)."""
-            d = {}
-            for q in qs:
-                v = h.percentile(q)
-                d[f"p{q}"] = None if v != v else round(v * 1000, 2)
-            return d
+            return {f"p{q}": None if v != v else round(v * 1000, 2) for q, v in zip(qs, h.percentiles(*qs))}
 
         out = {
             "sessions": len(self.sessions),

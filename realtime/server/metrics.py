@@ -10,6 +10,8 @@ import bisect
 import math
 import threading
 
+import numpy as np
+
 # Latency buckets (seconds): frame time at 25 fps is 40 ms, budgets are 90 / 170 ms, the
 # transport floor on loopback is ~80 ms (glass-to-glass reports include it).
 LATENCY_BUCKETS = (0.02, 0.04, 0.06, 0.08, 0.1, 0.12, 0.14, 0.17, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 2.0)
@@ -79,12 +81,17 @@ class Histogram:
                 self._pos = (self._pos + 1) % self._window
 
     def percentile(self, q: float) -> float:
+        return self.percentiles(q)[0]
+
+    def percentiles(self, *qs: float) -> list[float]:
+        """Nearest-rank percentiles of the sample window, one sort for all of them (NaN when empty)."""
         with self._lock:
-            data = sorted(self.samples)
-        if not data:
-            return float("nan")
-        k = min(len(data) - 1, max(0, int(round(q / 100.0 * (len(data) - 1)))))
-        return data[k]
+            data = np.array(self.samples, dtype=np.float64)
+        if not len(data):
+            return [float("nan")] * len(qs)
+        data.sort()
+        n = len(data) - 1
+        return [float(data[min(n, max(0, int(round(q / 100.0 * n))))]) for q in qs]
 
     def reset_samples(self) -> None:
         with self._lock:

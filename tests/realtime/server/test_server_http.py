@@ -57,6 +57,27 @@ async def test_healthz_is_503_while_the_inference_process_is_down(server):
     assert status == 200
 
 
+def test_histogram_percentiles_are_nearest_rank_of_the_window():
+    from realtime.server.metrics import Histogram
+
+    h = Histogram("x", "x", (0.1, 1.0), window=100)
+    assert all(v != v for v in h.percentiles(50, 95))  # NaN while empty
+    for v in range(250):  # the window keeps the newest 100: 150..249
+        h.observe(float(v))
+    assert h.percentiles(0, 50, 95, 100) == [150.0, 200.0, 244.0, 249.0] and h.percentile(50) == 200.0
+    assert h.count == 250  # the Prometheus counts keep everything
+
+
+async def test_stats_answers_loopback_clients_only(server, monkeypatch):
+    import realtime.server.app as app
+
+    status, _, body = await get(server.port, "/stats")
+    assert status == 200 and "engine_latency_ms" in json.loads(body)
+    monkeypatch.setattr(app, "_is_loopback", lambda connection: False)  # as if from another machine
+    status, _, body = await get(server.port, "/stats?reset=1")
+    assert status == 403 and "this machine only" in body
+
+
 async def _first_reply(port: int, message):
     async with connect(f"ws://127.0.0.1:{port}/ws") as ws:
         await ws.send(message)

@@ -35,6 +35,30 @@ def test_pass_through_releases_each_packet_at_once_and_drops_old_ones():
     assert jb.dropped == 2
 
 
+def test_a_packet_flood_is_dropped_before_decoding_and_real_time_passes():
+    from realtime.server.audio_receive import BURST_PACKETS, MAX_PACKETS_PER_S
+
+    t = [0.0]
+    jb = PassThroughJitterBuffer(clock=lambda: t[0])
+    seq = 0
+
+    def send(n: int, dt: float) -> int:
+        nonlocal seq
+        passed = 0
+        for _ in range(n):
+            t[0] += dt
+            seq += 1
+            passed += jb.add(_Pkt(seq % 65536, seq * 960))[1] is not None
+        return passed
+
+    assert send(500, 0.02) == 500 and jb.flooded == 0  # 50 packets/s: all through
+    assert send(500, 0.01) == 500  # 10 ms Opus frames: all through
+    flood = send(5000, 0.0001)  # 10000 packets/s for 0.5 s
+    assert flood <= BURST_PACKETS + 0.5 * MAX_PACKETS_PER_S + 1 and jb.flooded == 5000 - flood
+    t[0] += 1.0  # the flood stops; a real-time sender goes on unharmed
+    assert send(200, 0.02) == 200
+
+
 def _opus_packets(n: int, freq: float = 440.0) -> list[bytes]:
     enc = av.CodecContext.create("libopus", "w")
     enc.bit_rate, enc.format, enc.layout, enc.sample_rate = 64000, "s16", "stereo", 48000

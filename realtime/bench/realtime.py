@@ -304,18 +304,19 @@ def prepare_renderer(args, tmp_dir: str) -> None:
         if (args.unet or args.vae) and args.renderer is None:
             args.renderer = "diffusion"
         return
+    from realtime.cli import CLIError
+
     if args.unet or args.vae or args.unet_config:
-        raise SystemExit("syncvid bench realtime: --random-weights writes its own UNet and VAE; "
-                         "leave out --unet, --unet-config and --vae (or --random-weights to use your files)")
+        raise CLIError("--random-weights writes its own UNet and VAE; leave out --unet, --unet-config and "
+                       "--vae (or --random-weights to use your files)")
     if args.renderer == "embedded":
-        raise SystemExit("syncvid bench realtime: --random-weights is for the diffusion renderer; "
-                         "leave out --renderer embedded")
+        raise CLIError("--random-weights is for the diffusion renderer; leave out --renderer embedded")
     from realtime.bench.random_weights import write_random_diffusion
 
     try:
         files = write_random_diffusion(args.random_weights, tmp_dir)
     except ValueError as e:
-        raise SystemExit(f"syncvid bench realtime: --random-weights: {e}") from None
+        raise CLIError(f"--random-weights: {e}") from None
     args.renderer, args.unet, args.unet_config, args.vae = "diffusion", files["unet"], files["unet_config"], files["vae"]
 
 

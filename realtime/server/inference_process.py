@@ -138,7 +138,7 @@ class ProcessBackend:
         except (EOFError, OSError) as e:  # TimeoutError too: a hung child is replaced like a dead one
             self._restart(gen, e)
             raise WorkerBusy(f"the inference process stopped ({type(e).__name__}: {e}); restarting it") from None
-        except BaseException:  # the pipe is in step (nothing sent, or the answer read): it stays usable
+        except Exception:  # the pipe is in step (nothing sent, or the answer read): it stays usable
             self._give_back(slot, gen)
             raise
         self._give_back(slot, gen)

@@ -38,7 +38,9 @@ def test_checkpoint_flags_alone_select_the_diffusion_renderer(tmp_path):
     (("--random-weights", "stage9"), "unknown UNet config 'stage9': use one of tiny, second_stage, stage2"),
 ])
 def test_random_weights_misuse_is_a_clear_error(tmp_path, argv, message):
-    with pytest.raises(SystemExit, match=message):
+    from realtime.cli import CLIError
+
+    with pytest.raises(CLIError, match=message):
         prepare_renderer(parse(*argv), str(tmp_path))
 
 
@@ -66,6 +68,14 @@ def test_full_configs_resolve_to_the_shipped_yaml_and_write_the_same_values():
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     c = random_unet("tiny", seed=2)
     assert not torch.equal(next(iter(a.state_dict().values())), next(iter(c.state_dict().values())))
+
+
+def test_the_command_line_reports_misuse_in_one_line(capsys):
+    from realtime.cli import main
+
+    assert main(["bench", "realtime", "--random-weights", "stage9", "--skip-capacity"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("syncvid bench: error: --random-weights: unknown UNet config 'stage9'")
 
 
 def test_write_random_diffusion_rejects_unknown_names_before_writing(tmp_path):

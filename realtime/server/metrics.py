@@ -16,6 +16,7 @@ import numpy as np
 # transport floor on loopback is ~80 ms (glass-to-glass reports include it).
 LATENCY_BUCKETS = (0.02, 0.04, 0.06, 0.08, 0.1, 0.12, 0.14, 0.17, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 2.0)
 RENDER_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32)
+GC_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
 SLACK_BUCKETS = (0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.06, 0.08, 0.12, 0.2)
 
 
@@ -145,6 +146,8 @@ class ServerMetrics:
         self.push_wait = Histogram(p + "push_wait_seconds", "Newest packet's arrival -> its encoder push submitted", RENDER_BUCKETS)
         self.push_round_trip = Histogram(p + "push_round_trip_seconds", "Encoder push (with its frames) submitted -> answered on the event loop", SLACK_BUCKETS)
         self.frame_slack = Histogram(p + "frame_slack_seconds", "Speech frame ready -> its slot departs (how early it was ready)", SLACK_BUCKETS)
+        self.gc_pause = Histogram(p + "gc_pause_seconds", "Garbage collections in the server process: time each one stopped the process", GC_BUCKETS)
+        self.gc_sweeps = Counter(p + "gc_sweeps_total", "Garbage collections run shortly after sessions ended (their cycles given back)")
 
     def all(self) -> list:
         return [v for v in vars(self).values() if isinstance(v, (Counter, Gauge, Histogram))]

@@ -137,9 +137,10 @@ def test_chunk_bounds():
 
 
 def _real_tiny_unet():
+    """The tiny UNet with every weight random: a fresh one's zero-initialised output convolution
+    would make it answer 0 whatever its input, and these tests would see nothing of it."""
     unet_mod = pytest.importorskip("models.unet")
-    torch.manual_seed(0)
-    return unet_mod.UNet3DConditionModel.from_config(unet_mod.tiny_config()).eval()
+    return unet_mod.UNet3DConditionModel.from_config(unet_mod.tiny_config()).randomize_(0).eval()
 
 
 def test_real_tiny_unet_chunks_are_independent_of_history():
@@ -174,7 +175,11 @@ def test_real_tiny_unet_deep_cache():
     assert calls == [False, True, True, False]
     plain_r = DiffusionRenderer(unet, tiny_autoencoder_kl(), SamplerConfig(steps=4, guidance=1.5))
     plain = np.stack(plain_r.render_chunk(avatar, np.arange(3), audio, plain_r.new_state(1)).frames)
-    assert np.abs(cached.astype(int) - plain).mean() < 20  # an approximation of the full passes
+    gap = np.abs(cached.astype(int) - plain).mean()
+    other = DiffusionRenderer(unet, tiny_autoencoder_kl(), SamplerConfig(steps=4, guidance=1.5))
+    reseeded = np.stack(other.render_chunk(avatar, np.arange(3), audio, other.new_state(2)).frames)
+    # an approximation of the full passes: close to them, much closer than another seed's render
+    assert 0 < gap < 0.25 * np.abs(reseeded.astype(int) - plain).mean()
 
 
 def test_avatar_stored_latents_are_used_when_they_match():

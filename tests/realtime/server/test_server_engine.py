@@ -36,6 +36,7 @@ async def test_real_engine_end_to_end_over_webrtc(default_avatar, arctic_audio, 
     from scipy.signal import resample_poly
 
     from clients.webrtc_peer import WebRTCPeer
+    from realtime.bench.mouth_open import face_box, opening_series
     from realtime.server.app import RealtimeServer
 
     monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
@@ -43,22 +44,32 @@ async def test_real_engine_end_to_end_over_webrtc(default_avatar, arctic_audio, 
     engine = build_engine(config, avatar=default_avatar)
     try:
         async with RealtimeServer(config, engine) as server:
-            peer = WebRTCPeer(f"ws://127.0.0.1:{server.port}/ws", keep_video=False)
+            box = face_box(default_avatar)
+            crops: list[tuple[float, np.ndarray]] = []
+            peer = WebRTCPeer(f"ws://127.0.0.1:{server.port}/ws", keep_video=False, video_format="luma",
+                              on_video=lambda t, y: crops.append((t, y[box].copy())))
             await peer.connect()
             await peer.wait_connected()
             await asyncio.sleep(0.5)
-            peer.play(resample_poly(arctic_audio, 3, 1).astype(np.float32))  # 4 s of real speech
+            t_play = peer.play(resample_poly(arctic_audio, 3, 1).astype(np.float32))  # 4 s of real speech
             await asyncio.sleep(4.8)
             stats = server.stats()
             kinds = stats["kinds"][0]
             # ~90 frames of speech: all are recognised as speech; how many are rendered in time
             # depends on the CPU left by other jobs (the slots of late ones repeat a frame)
             assert kinds.get("speech", 0) + kinds.get("late", 0) + kinds.get("repeat", 0) >= 70, kinds
-            assert kinds.get("speech", 0) >= 5, kinds
+            assert kinds.get("speech", 0) >= 40, kinds
             assert kinds.get("rest", 0) >= 10  # silence before and after
             assert stats["engine_latency_ms"]["p50"] <= 170
             n = len(peer.video_times)
             assert n >= 0.85 * 25 * 5.3  # constant rate while rendering
+            assert peer.audio_frames >= 0.85 * 50 * 5.3  # the speech comes back as audio too
+            # the lips, as FaceMesh sees them on the received frames: closed before the speech,
+            # moving with it (the sentence opens the mouth in most of its frames)
+            before = opening_series([c for t, c in crops if t < t_play][-10:])
+            during = opening_series([c for t, c in crops if t_play + 0.4 < t < t_play + 3.6][::2])
+            assert np.nanmedian(before) < 0.06, before  # the avatar at rest: ~0.03 (FaceMesh's first frame is rough)
+            assert np.mean(during > 0.1) > 0.4 and np.nanmax(during) > 0.25, during
             await peer.close()
     finally:
         engine.close()

@@ -51,9 +51,9 @@ async def test_speech_opens_mouth_within_budget_and_audio_comes_back(server):
     rest = FakeAvatar().frame(0)
     opened = [t for t, img in peer.video if t > onset and mouth_darkness(img, rest) > 15.0]
     assert opened, "mouth never opened during speech"
-    # glass-to-glass on loopback through aiortc's jitter buffers: budget 170 ms + transport
-    assert opened[0] - onset < 0.8, opened[0] - onset
     session = next(iter(server.sessions))
+    # glass-to-glass on loopback: the budget (the fake encoder opens up to 40 ms early) + transport
+    assert opened[0] - onset < session.budget_s + 0.15, opened[0] - onset
     sched = session.scheduler
     assert sched.counts["speech"] >= 25  # ~1.5 s of speech at 25 fps, minus late ones
     lat = server.metrics.engine_latency
@@ -75,10 +75,10 @@ async def test_speech_opens_mouth_within_budget_and_audio_comes_back(server):
     # /stats breaks each frame's compute window down: the push round trip and the frames' slack
     # are real measurements (a frame ready after its slot would have been late, not ready)
     st = server.stats()
-    assert st["push_round_trip_ms"]["p50"] > 0 and st["push_wait_ms"]["p95"] >= 0
+    assert st["push_round_trip_ms"]["p50"] > 0 and st["push_wait_ms"]["p95"] < session.budget_s * 1000
     assert st["frame_slack_ms"]["p5"] <= st["frame_slack_ms"]["p50"] < session.budget_s * 1000
     assert st["frame_slack_ms"]["p50"] > 0
-    assert st["packet_lateness_ms"]["p50"] >= 0 and st["packet_lateness_ms"]["p99"] is not None
+    assert st["packet_lateness_ms"]["p99"] is not None and st["packet_lateness_ms"]["p50"] < 20  # loopback
     # incoming audio took the direct path (decoded on arrival, no jitter-buffer hold) and all of it
     # was decoded there: ~1.5 s of speech and some silence around it, 50 packets a second
     from realtime.server.audio_receive import InlineDecodeQueue
@@ -140,7 +140,7 @@ async def test_session_cap_gives_error_and_close_code(server):
         await p.wait_connected()
     await asyncio.sleep(1.0)
     cache = server.engine.rest_cache
-    assert cache.hits >= 0.6 * cache.misses, (cache.hits, cache.misses)
+    assert cache.misses >= 5 and cache.hits >= 0.8 * cache.misses, (cache.hits, cache.misses)
     assert server.metrics.sessions_rejected.value == 1
     await extra.close(send_close=False)
     for p in peers:
@@ -165,9 +165,9 @@ async def test_teardown_when_client_vanishes(server):
     await peer.ws.transport.abort() if asyncio.iscoroutinefunction(peer.ws.transport.abort) else peer.ws.transport.abort()
     took = await _wait_no_sessions(server, 5.0)
     assert not server.sessions, "session still open 5 s after the client vanished"
-    assert took < 5.0
+    assert took < 1.5  # the socket's end is seen at once; 5 s is the promise for any vanished client
     assert session.closed and not session.tasks
-    assert all(t.done() for t in asyncio.all_tasks() if t.get_name().startswith(session.id))
+    assert not [t for t in asyncio.all_tasks() if t.get_name().startswith(session.id + "-")]
     await asyncio.sleep(0.6)  # metrics tick
     assert "syncvid_sessions 0" in server.metrics.render()
     await peer.close(send_close=False)
@@ -190,7 +190,9 @@ async def test_teardown_when_ice_never_connects(server):
         await pc.close()  # never applies the answer: ICE cannot connect
         assert len(server.sessions) == 1
         took = await _wait_no_sessions(server, 5.0)
-        assert not server.sessions and took < 5.0
+        # the answer left just after the session's ICE watchdog started: it fires ice_timeout_s later
+        ice_timeout = server.config.limits.ice_timeout_s
+        assert not server.sessions and ice_timeout - 0.5 <= took <= ice_timeout + 1.0, took
         started = json.loads(await asyncio.wait_for(ws.recv(), 2))
         ended = json.loads(await asyncio.wait_for(ws.recv(), 2))
         assert started["event"] == "session_started"

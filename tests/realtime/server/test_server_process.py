@@ -68,6 +68,7 @@ def test_encoder_and_renderer_match_in_process(backend, default_avatar, arctic_a
 
 
 def test_errors_reach_the_caller_and_the_child_survives(backend, default_avatar):
+    pid = backend.pid
     renderer = RendererProxy(backend, "full")
     with pytest.raises(ValueError, match="audio_blocks"):
         renderer.render_chunk(default_avatar, np.arange(2), np.zeros((3, 50, 384), np.float32), renderer.new_state())
@@ -75,6 +76,7 @@ def test_errors_reach_the_caller_and_the_child_survives(backend, default_avatar)
     with pytest.raises(Exception, match="NaN"):
         enc.push(np.full(320, np.nan, np.float32))
     assert enc.push(np.zeros(3200, np.float32))  # the same process still serves
+    assert backend.pid == pid
 
 
 def test_a_dead_child_is_replaced(backend, default_avatar):
@@ -103,13 +105,17 @@ def test_a_hung_child_is_replaced(backend):
     enc.push(np.zeros(3200, np.float32))
     old, timeout = backend.pid, backend.call_timeout
     backend.call_timeout = 1.0
+    restarted = []
+    real_restart = backend._restart
+    backend._restart = lambda *a: (restarted.append(time.monotonic()), real_restart(*a))[1]
     os.kill(old, signal.SIGSTOP)  # alive but never answers
     try:
         t = time.monotonic()
         with pytest.raises(WorkerBusy, match="TimeoutError.*restarting"):
             enc.push(np.zeros(320, np.float32))
-        assert time.monotonic() - t < 1.0 + 30  # the timeout, then the new child's start
+        assert len(restarted) == 1 and 1.0 <= restarted[0] - t < 1.5, restarted  # after the call timeout
     finally:
+        del backend._restart
         backend.call_timeout = timeout
         if backend.pid == old:
             os.kill(old, signal.SIGCONT)

@@ -234,7 +234,8 @@ def test_slot_phases_balance_the_frame_period():
     p = SlotPhases()
     picks = [p.choose(k, [0.005, 0.025], 0.04) for k in range(4)]
     assert sorted(picks) == [0, 0, 1, 1]  # two sessions per boundary
-    assert p.choose(9, [0.015, 0.035], 0.04) in (0, 1) and len(p) == 5
+    # 0.015 is 10 ms from both loaded boundaries, 0.035 also 10 ms: equal load, the first wins
+    assert p.choose(9, [0.015, 0.035], 0.04) == 0 and len(p) == 5
     p.release(9)
     p.release(0)
     assert p.choose(7, [0.005, 0.025], 0.04) == 0  # the freed, less loaded boundary
@@ -253,3 +254,48 @@ def test_one_burst_of_late_frames_raises_the_level_one_step():
     for _ in range(SETTLE_SLOTS):  # on time while settling: no further step, no recovery yet
         sched._outcome(True)
     assert sched.level == 2
+
+
+async def test_outgoing_audio_leaves_with_the_video_of_the_same_speech():
+    """The speech's audio goes out delayed exactly like the frames that show it: the first loud
+    audio frame and the first open-mouth frame of an onset leave within a frame of each other (the
+    fake encoder opens the mouth up to 40 ms early: its window reaches 40 ms ahead)."""
+    worker = InferenceWorker()
+    sched = make_scheduler(FakeRenderer(), worker)
+    tasks = [asyncio.create_task(sched.encode_loop()), asyncio.create_task(sched.render_loop())]
+    video: dict[int, np.ndarray] = {}  # slot -> frame
+    audio: dict[int, int] = {}  # outgoing audio frame -> peak
+    try:
+        clock = sched.clock
+        t0 = clock.start()
+        pkt = slot = k = 0
+        rng = np.random.default_rng(1)
+        onset_pkt = 50  # 1 s of silence, then 1 s of speech
+        end = time.monotonic() + 2.6
+        while time.monotonic() < end:
+            t_pkt, t_slot, t_aud = t0 + pkt * 0.02, t0 + sched.video_offset_s + slot * 0.04, t0 + k * 0.02
+            await asyncio.sleep(max(0.0, min(t_pkt, t_slot, t_aud) - time.monotonic()))
+            now = time.monotonic()
+            if now >= t_pkt:
+                loud = onset_pkt <= pkt < onset_pkt + 50
+                x = (0.3 * rng.standard_normal(320)).astype(np.float32) if loud else np.zeros(320, np.float32)
+                sched.ring16.write(x)
+                sched.ring48.write(np.full(960, 1000 if loud else 0, np.int16))
+                sched.on_packet(sched.ring16.end, now)
+                pkt += 1
+            if now >= t_slot:
+                video[slot] = sched.frame_for(slot)
+                slot += 1
+            if now >= t_aud:
+                audio[k] = int(np.abs(sched.samples_for(k)).max())
+                k += 1
+    finally:
+        await stop(tasks, worker)
+    first_audio = min(j for j, peak in audio.items() if peak > 0)
+    rest = video[0]
+    first_video = min(s for s, f in video.items() if mouth_darkness(f, rest) > 1.0)
+    assert all(peak == 0 for j, peak in audio.items() if j < first_audio)
+    t_audio = first_audio * 0.02  # departure times on the session clock
+    t_video = first_video * 0.04 + sched.video_offset_s
+    assert -0.015 <= t_audio - t_video <= 0.055, (t_audio, t_video)
+    assert sched.metrics.frames_late.value <= 1

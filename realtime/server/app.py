@@ -278,7 +278,10 @@ class RealtimeServer:
         gone = asyncio.create_task(session.gone.wait(), name=f"{session.id}-gone")
         try:
             done, _ = await asyncio.wait({control, gone}, return_when=asyncio.FIRST_COMPLETED)
-            if gone in done and not control.done():
+            if gone in done and not control.done() and session.failed:  # a server bug, logged with its traceback
+                await self._fail(ws, P.ErrorCode.INTERNAL, f"internal server error ({session.failed}); the session "
+                                 "ended, see the server log; start a new one", P.CLOSE_INTERNAL)
+            elif gone in done and not control.done():
                 await self._send(ws, P.event_message("session_ended", reason="media connection lost"))
                 await ws.close(P.CLOSE_NORMAL, "media connection lost")
             elif control in done:

@@ -72,6 +72,8 @@ class AudioRing:
 
     def read(self, start: int, n: int) -> np.ndarray:
         """Samples [start, start+n); zeros where audio is missing, overwritten, cleared or in the future."""
+        if n < 0:
+            raise ValueError(f"AudioRing.read: negative length {n} (start {start}, end {self.end})")
         out = np.zeros(n, dtype=self.buf.dtype)
         lo = max(start, self.valid_from, self.end - self.capacity)
         hi = min(start + n, self.end)

@@ -79,6 +79,7 @@ class WebRTCSession:
         self._sent = 0
         self._rate_mark = (time.monotonic(), 0)
         self.fps_now = 0.0
+        self.failed: str | None = None  # why the session ended on the server's side (a bug), if it did
 
     def _spawn(self, coro, name: str) -> asyncio.Task:
         task = asyncio.create_task(coro, name=f"{self.id}-{name}")
@@ -90,6 +91,7 @@ class WebRTCSession:
         self.tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("session %s task %s failed", self.id, task.get_name(), exc_info=task.exception())
+            self.failed = f"{task.get_name().split('-', 1)[-1]} task failed"
             self.gone.set()
 
     def _on_video_sent(self, slot: int, t: float) -> None:

@@ -178,7 +178,9 @@ class InputStage:
             if end - self.enc_pos > MAX_ENCODE_BACKLOG_S * ENCODER_RATE:  # worker too slow: skip ahead
                 log.warning("encoder backlog %.2f s: skipping audio", (end - self.enc_pos) / ENCODER_RATE)
                 self.counts["encode_skips"] += 1
-                self.interrupt_encoder_only(end)
+                self.interrupt_encoder_only(end)  # restarts on the next frame's grid sample, >= end
+                if end - self.enc_pos < min_push:
+                    continue  # the audio after the skip is still to come
             if (not self.gated and not self.need_reset and end - self.enc_pos < MAX_PUSH_WAIT
                     and end < self._frame_need_sample(self.enc_base + self.enc_frames)):
                 continue  # this audio completes no frame yet: it goes with the packet that does

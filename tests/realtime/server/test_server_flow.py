@@ -197,3 +197,37 @@ async def test_teardown_when_ice_never_connects(server):
         ended = json.loads(await asyncio.wait_for(ws.recv(), 2))
         assert started["event"] == "session_started"
         assert ended == {"type": "event", "event": "session_ended", "reason": "media connection lost"}
+
+
+async def test_a_session_task_that_fails_ends_that_session_as_a_server_error(server):
+    """A bug in one session's task ends that session with internal_error / 1011 (not a "media
+    connection lost" that blames the client); the other session carries on."""
+    peers = [WebRTCPeer(ws_url(server), keep_video=False) for _ in range(2)]
+    for p in peers:
+        await p.connect()
+        await p.wait_connected()
+    await asyncio.sleep(0.2)
+    started = next(m for m in peers[0].messages if m.get("event") == "session_started")
+    victim = next(s for s in server.sessions if s.id == started["session"])
+
+    async def boom():
+        raise RuntimeError("bug")
+
+    victim._spawn(boom(), "render")
+    await _wait_no_sessions_but(server, 1, 3.0)
+    await asyncio.sleep(0.3)
+    assert len(server.sessions) == 1 and victim not in server.sessions
+    errors = [m for m in peers[0].messages if m.get("type") == "error"]
+    assert errors and errors[0]["code"] == "internal_error" and "render task failed" in errors[0]["message"]
+    assert peers[0].ws.close_code == 1011
+    n = len(peers[1].video_times)
+    await asyncio.sleep(1.0)
+    assert len(peers[1].video_times) - n >= 20  # the other session still runs at its rate
+    for p in peers:
+        await p.close()
+
+
+async def _wait_no_sessions_but(server, n: int, timeout: float) -> None:
+    t0 = time.monotonic()
+    while len(server.sessions) > n and time.monotonic() - t0 < timeout:
+        await asyncio.sleep(0.05)

@@ -299,3 +299,34 @@ async def test_outgoing_audio_leaves_with_the_video_of_the_same_speech():
     t_video = first_video * 0.04 + sched.video_offset_s
     assert -0.015 <= t_audio - t_video <= 0.055, (t_audio, t_video)
     assert sched.metrics.frames_late.value <= 1
+
+
+async def test_an_encoder_backlog_is_skipped_and_the_session_carries_on():
+    """More than MAX_ENCODE_BACKLOG_S of audio waiting (the server stalled, or a sender caught up
+    after a hiccup): the backlog is skipped, speech after it is rendered, nothing fails."""
+    from realtime.server.timeline import MAX_ENCODE_BACKLOG_S
+
+    worker = InferenceWorker()
+    sched = make_scheduler(FakeRenderer(), worker)
+    tasks = [asyncio.create_task(sched.encode_loop()), asyncio.create_task(sched.render_loop())]
+    try:
+        out: list = []
+        await drive(sched, 1.0, loud=True, out=out)
+        # the process stalled: the packets of that time arrive all at once when it wakes up
+        stall = MAX_ENCODE_BACKLOG_S + 0.3
+        time.sleep(stall)
+        rng = np.random.default_rng(3)
+        now = time.monotonic()
+        for _ in range(round(stall / 0.02)):
+            sched.ring16.write((0.3 * rng.standard_normal(320)).astype(np.float32))
+            sched.ring48.write(np.zeros(960, np.int16))
+            sched.on_packet(sched.ring16.end, now)
+        sched._test_pkt += round(stall / 0.02)
+        sched._test_slot += round(stall / 0.04)
+        speech_before = sched.counts["speech"]
+        await drive(sched, 1.5, loud=True, out=out)
+        assert not any(t.done() for t in tasks), [t.exception() for t in tasks if t.done()]
+        assert sched.counts["encode_skips"] >= 1
+        assert sched.counts["speech"] - speech_before >= 20  # speech after the skip is rendered
+    finally:
+        await stop(tasks, worker)

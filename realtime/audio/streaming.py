@@ -246,12 +246,17 @@ class StreamingAudioEncoder:
         target = min(self._need_step(last), window_end)
         if self.front.mel_available() < self.front.mel_needed(target):
             return None
+        # Catch-up reaches no further than the taps ring holds: the call's steps (from the first
+        # unsettled one) and the block of the oldest frame not yet emitted must all fit in it; a
+        # longer backlog takes several calls (each followed by the frames it completes).
+        oldest = frame_center_step(self.next_frame, self.fps) - self.past
+        limit = min(self.start, oldest) + self.ring_size - 1
         while self.catch_up and target < window_end:  # the newest hop whose audio is here, in this call
             last += self.hop_frames
             if self.total_frames is not None and last >= self.total_frames:
                 break
             nxt = min(self._need_step(last), window_end)
-            if self.front.mel_available() < self.front.mel_needed(nxt):
+            if nxt > limit or self.front.mel_available() < self.front.mel_needed(nxt):
                 break
             target = nxt
         return target

@@ -230,3 +230,22 @@ def test_catch_up_after_a_restart_is_closer_to_offline(embedded_whisper, arctic_
         cos[catch_up] = float(((got * ref).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(ref, axis=1))[:4].mean())
     print("first 4 frames, mean cosine to offline: per hop %.4f, caught up %.4f" % (cos[False], cos[True]))
     assert cos[True] > cos[False] + 0.005
+
+
+@pytest.mark.parametrize("burst_s", [0.6, 1.5, 3.0])
+def test_catch_up_after_a_long_burst_encodes_it_in_calls_the_taps_ring_holds(tiny_weights, burst_s):
+    """A sender that stalled and caught up, or a server that did: seconds of audio in one push.
+    Catch-up encodes it in as few calls as the taps ring holds, every frame comes out once, in
+    order, as without catch-up (before: an overflowing ring, or 'taps ring too small')."""
+    _, w = tiny_weights
+    audio = _speechlike(1.0 + burst_s + 0.4, seed=4)
+    n_first, n_burst = 16000, int(burst_s * SR)
+    plain, fast = StreamingAudioEncoder(w), StreamingAudioEncoder(w, catch_up=True)
+    ref = _run(plain, audio, [320] * 50 + [n_burst] + [320] * 21)
+    got = []
+    for piece in (audio[:n_first], audio[n_first:n_first + n_burst], audio[n_first + n_burst:]):
+        got += fast.push(piece)
+    got += fast.flush()
+    assert [f.index for f in got] == [f.index for f in ref] == list(range(len(ref)))
+    assert [f.needed_samples for f in got] == [f.needed_samples for f in ref]
+    assert plain.encoder_calls > fast.encoder_calls  # still fewer calls than one per hop

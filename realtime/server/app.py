@@ -51,7 +51,8 @@ def _is_loopback(connection: ServerConnection) -> bool:
 
 def close_reason(text: str) -> str:
     """A WebSocket close reason: at most 123 bytes of UTF-8 (a longer one fails the close itself)."""
-    return text.encode("utf-8")[:123].decode("utf-8", errors="ignore")
+    # errors="replace": a client's lone surrogate ("\ud800" in JSON) cannot be encoded as UTF-8
+    return text.encode("utf-8", errors="replace")[:123].decode("utf-8", errors="ignore")
 
 
 class RealtimeServer:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,10 @@ MAX_SDP_CHARS = 64 * 1024  # a real offer is a few kB; anything larger is not an
 
 # Session options a client may set in the first message (all optional).
 MAX_SEED = 2**32 - 1  # idle-motion seed (numpy seeds are non-negative)
+# Control messages per connection (a token bucket): a client sends a few a minute; a flood of them
+# would take the event loop from every session. Over the limit the connection is closed (1008).
+CONTROL_RATE_PER_S = 50.0
+CONTROL_BURST = 100.0
 OPTION_TYPES: dict[str, type] = {"low_latency": bool, "seed": int}
 
 
@@ -38,6 +43,7 @@ class ErrorCode(str, enum.Enum):
     SESSION_CAP = "session_cap"
     NOT_SUPPORTED = "not_supported"
     INTERNAL = "internal_error"
+    RATE_LIMITED = "rate_limited"  # more control messages than CONTROL_RATE_PER_S (burst CONTROL_BURST)
 
 
 class SessionKind(str, enum.Enum):
@@ -124,7 +130,7 @@ def _parse_options(raw: Any) -> dict[str, Any] | ProtocolError:
         tp = OPTION_TYPES.get(key)
         if tp is None:
             known = ", ".join(sorted(OPTION_TYPES))
-            return ProtocolError(ErrorCode.BAD_OPTION, f"unknown option '{key}' (known: {known})")
+            return ProtocolError(ErrorCode.BAD_OPTION, f"unknown option '{key[:40]}' (known: {known})")
         if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
             return ProtocolError(ErrorCode.BAD_OPTION, f"option '{key}' must be {tp.__name__}")
         if key == "seed" and not 0 <= value <= MAX_SEED:
@@ -147,7 +153,10 @@ def parse_text(text: str) -> Event:
         sdp = msg.get("sdp")
         if not isinstance(sdp, str) or not sdp.strip():
             return ProtocolError(ErrorCode.MISSING_FIELD, "'offer' needs a non-empty string field 'sdp'")
-        if len(sdp) > MAX_SDP_CHARS or not sdp.lstrip().startswith("v=0"):
+        if len(sdp) > MAX_SDP_CHARS:
+            return ProtocolError(ErrorCode.BAD_MESSAGE, f"'sdp' is {len(sdp)} characters; an offer has at most "
+                                 f"{MAX_SDP_CHARS} (a browser's is a few thousand)")
+        if not sdp.lstrip().startswith("v=0"):
             return ProtocolError(ErrorCode.BAD_MESSAGE, "'sdp' is not a session description (must start with v=0)")
         opts = _parse_options(msg.get("options"))
         return opts if isinstance(opts, ProtocolError) else Offer(sdp=sdp, options=opts)
@@ -179,11 +188,26 @@ class SessionProtocol:
     more is accepted.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, now=time.monotonic) -> None:
         self.state = State.AWAITING_FIRST
         self.kind: SessionKind | None = None
+        self._now = now
+        self._tokens, self._t = CONTROL_BURST, now()
+
+    def _within_rate(self) -> bool:
+        t = self._now()
+        self._tokens = min(CONTROL_BURST, self._tokens + (t - self._t) * CONTROL_RATE_PER_S)
+        self._t = t
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
 
     def receive_text(self, text: str) -> Event:
+        if self.state is State.ACTIVE and not self._within_rate():  # checked before any parsing
+            self.state = State.CLOSED
+            return ProtocolError(ErrorCode.RATE_LIMITED, f"more than {CONTROL_RATE_PER_S:.0f} messages a second "
+                                 f"(bursts of {CONTROL_BURST:.0f}); the connection is closed", close_code=CLOSE_POLICY)
         event = parse_text(text)
         if self.state is State.CLOSED:
             return ProtocolError(ErrorCode.UNEXPECTED, "session is closed")

@@ -33,14 +33,37 @@ class SessionError(Exception):
 
 
 def check_offer_sections(sdp: str) -> None:
-    """One audio and one video m-section, no more: each further one would be a track aiortc
-    receives and decodes for nobody."""
-    lines = sdp.splitlines()
-    n_audio = sum(ln.startswith("m=audio") for ln in lines)
-    n_video = sum(ln.startswith("m=video") for ln in lines)
+    """One audio and one video m-section, no more (each further one would be a track aiortc
+    receives and decodes for nobody); the audio one sends (the speech comes from it); neither is
+    rejected (port 0); DTLS needs a fingerprint. aiortc accepts some of these and the session
+    would then sit idle, or fail once ICE connects."""
+    try:
+        sdp.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate from a JSON escape: aiortc fails on it half-way
+        raise SessionError("the offer's SDP is not UTF-8 text (it has a lone surrogate)") from None
+    if any(ord(c) < 32 and c not in "\r\n\t" for c in sdp):
+        raise SessionError("the offer's SDP has control characters; send the offer's text as the browser made it")
+    sections: list[list[str]] = [[]]
+    for ln in sdp.splitlines():
+        if ln.startswith("m="):
+            sections.append([])
+        sections[-1].append(ln.strip())
+    media = {k: [s for s in sections[1:] if s[0].startswith(f"m={k}")] for k in ("audio", "video")}
+    n_audio, n_video = len(media["audio"]), len(media["video"])
     if n_audio != 1 or n_video != 1:
         raise SessionError("the offer must have exactly one audio (sendrecv) and one video (recvonly or sendrecv) "
                            f"section; it has {n_audio} audio and {n_video} video")
+    for kind, (section,) in media.items():
+        parts = section[0].split()
+        if len(parts) < 2 or parts[1] == "0":
+            raise SessionError(f"the offer's {kind} section is rejected (port 0); offer {kind} to use it")
+    audio_dir = next((ln[2:] for ln in media["audio"][0] if ln in ("a=sendrecv", "a=sendonly", "a=recvonly",
+                                                                    "a=inactive")), "sendrecv")
+    if audio_dir not in ("sendrecv", "sendonly"):
+        raise SessionError(f"the offer's audio section is {audio_dir}: the server needs the client's speech; "
+                           "offer it sendrecv (or sendonly)")
+    if not any(ln.startswith("a=fingerprint:") for sec in sections for ln in sec):
+        raise SessionError("the offer has no a=fingerprint line: DTLS-SRTP needs one (send a browser/aiortc offer)")
 
 
 class WebRTCSession:
@@ -142,7 +165,11 @@ class WebRTCSession:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         except Exception as e:  # aiortc raises ValueError and friends on malformed SDP
             raise SessionError(f"the offer's SDP could not be used ({e}); send a browser/aiortc offer") from None
-        await pc.setLocalDescription(await pc.createAnswer())
+        try:
+            await pc.setLocalDescription(await pc.createAnswer())
+        except Exception as e:  # an offer aiortc took but cannot answer (mids, directions...)
+            raise SessionError(f"the offer's SDP could not be answered ({type(e).__name__}: {e}); send a "
+                               "browser/aiortc offer") from None
         if video_transceiver.currentDirection not in ("sendonly", "sendrecv"):
             raise SessionError("the offer's video section must be recvonly or sendrecv: the server sends the "
                                "avatar's video and receives none")

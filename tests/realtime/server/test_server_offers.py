@@ -5,6 +5,7 @@ builds up either way."""
 from __future__ import annotations
 
 import asyncio
+import re
 
 import av
 import numpy as np
@@ -78,3 +79,92 @@ async def test_offers_the_server_cannot_serve_are_refused_and_leave_nothing(serv
             break
         await asyncio.sleep(0.02)
     assert not server.sessions and server._reserved == 0
+
+
+async def _base_offer() -> str:
+    from aiortc import RTCConfiguration, RTCPeerConnection
+
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc.addTransceiver("audio", direction="sendrecv")
+    pc.addTransceiver("video", direction="recvonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    sdp = pc.localDescription.sdp
+    await pc.close()
+    return sdp
+
+
+def _drop_lines(sdp: str, prefix: str) -> str:
+    return "".join(ln for ln in sdp.splitlines(keepends=True) if not ln.startswith(prefix))
+
+
+@pytest.mark.parametrize("mutate, words", [
+    (lambda s: s.replace("a=mid:1", "a=mid:0"), "could not be"),  # two sections, one mid
+    (lambda s: _drop_lines(s, "a=mid:"), "could not be"),
+    (lambda s: s.replace("a=sendrecv", "a=send\x00recv", 1), "control characters"),
+    (lambda s: s.replace("a=mid:0", "a=mid:\ud800"), "not UTF-8 text"),
+    (lambda s: _drop_lines(s, "a=fingerprint:"), "no a=fingerprint line"),
+    (lambda s: s.replace("a=sendrecv", "a=recvonly", 1), "audio section is recvonly"),
+    (lambda s: s.replace("a=sendrecv", "a=inactive", 1), "audio section is inactive"),
+    (lambda s: re.sub(r"^m=audio \d+ ", "m=audio 0 ", s, count=1, flags=re.M), "audio section is rejected (port 0)"),
+    (lambda s: s.replace("a=mid:0", "a=mid:\x07"), "control characters"),
+])
+async def test_offers_aiortc_mishandles_are_bad_messages_not_server_errors(server, mutate, words, caplog):
+    """SDP aiortc takes but cannot answer, or answers into a session that could never work: a
+    clear bad_message / 1008 before any session exists, never an internal error."""
+    import json
+
+    from websockets.asyncio.client import connect
+
+    sdp = mutate(await _base_offer())
+    async with connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
+        await ws.send(json.dumps({"type": "offer", "sdp": sdp}))
+        reply = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        await asyncio.wait_for(ws.wait_closed(), 5)
+    assert reply["type"] == "error" and reply["code"] == "bad_message", reply
+    assert words in reply["message"], reply["message"]
+    assert ws.close_code == 1008
+    for _ in range(100):  # the handler's clean-up runs just after the close
+        if not server.sessions and server._reserved == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert not server.sessions and server._reserved == 0
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], [r.getMessage() for r in caplog.records]
+
+
+@pytest.mark.parametrize("first, code", [
+    ('{"type":"\\ud800"}', 1008),
+    ('{"type":"offer","sdp":"v=0","options":{"\\ud83d":1}}', 1008),
+    ('{"type":"close","reason":"\\ud800"}', 1000),
+])
+async def test_lone_surrogates_get_their_error_and_close_code(server, first, code, caplog):
+    from websockets.asyncio.client import connect
+
+    async with connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
+        await ws.send(first)
+        await asyncio.wait_for(ws.wait_closed(), 5)
+    assert ws.close_code == code
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+async def test_a_control_message_flood_closes_that_connection_only(server):
+    from realtime.server.protocol import CONTROL_BURST
+
+    peers = [WebRTCPeer(f"ws://127.0.0.1:{server.port}/ws", keep_video=False) for _ in range(2)]
+    for p in peers:
+        await p.connect()
+        await p.wait_connected()
+    for _ in range(int(CONTROL_BURST) + 50):  # far faster than 50 a second
+        await peers[0].ws.send('{"type":"report","glass_to_glass_ms":100}')
+    await asyncio.wait_for(peers[0].ws.wait_closed(), 5)
+    assert peers[0].ws.close_code == 1008
+    assert any(m.get("code") == "rate_limited" for m in peers[0].messages)
+    for _ in range(100):
+        if len(server.sessions) == 1:
+            break
+        await asyncio.sleep(0.02)
+    assert len(server.sessions) == 1
+    await peers[1].send({"type": "interrupt"})  # a client within the rate is served
+    await asyncio.sleep(0.3)
+    assert any(m.get("event") == "interrupted" for m in peers[1].messages)
+    for p in peers:
+        await p.close()

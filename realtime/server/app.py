@@ -117,7 +117,7 @@ class RealtimeServer:
         await self.close()
 
     async def _tick(self) -> None:
-        """Once a second: gauges that are sums over sessions."""
+        """Twice a second: gauges that are sums over sessions; garbage-collector pauses into metrics."""
         m = self.metrics
         while True:
             await asyncio.sleep(0.5)

@@ -121,8 +121,8 @@ class InputStage:
         """Fixes the timeline. Latency is measured from the arrival of the packet holding a frame's
         content, so content sits just after a packet boundary (phase ``content_phase``), placed so
         that the frame's whole look-ahead ends just before a later packet boundary: the frame can be
-        computed one packet earlier than with an arbitrary phase (45 ms for encoder + renderer at
-        the default budget instead of 12..45 ms). The video slot grid is shifted by ``video_offset_s``
+        computed one packet earlier than with an arbitrary phase (42 ms for encoder + renderer at
+        the default budget instead of 9..42 ms). The video slot grid is shifted by ``video_offset_s``
         (< one packet) to make both hold exactly; the audio output follows the same shift. Any of the
         frame period's packet boundaries gives the same latency (slots and content move together):
         ``phases`` (engine.SlotPhases) picks the one least used by the other sessions, adding

@@ -1,12 +1,11 @@
 """One inference worker shared by every session: renderer and audio-encoder work off the event loop.
 
 Sessions submit small jobs (encode pushed audio, render a chunk, prepare rest frames) with a
-deadline into one queue, served earliest deadline first by the worker's thread(s) (``threads``,
-the server uses 2: torch and OpenCV release the GIL; measured 2 sessions instead of 1 on 2 cores,
-though worse when other jobs oversubscribe the CPU). So
-the chunks of all sessions are scheduled together and a late session cannot starve one whose frame
-is due sooner (the renderer interface renders one session's chunk per call; no tensor-level
-batching yet). A session has at most one encode and one render job in flight. Models live in the renderer/encoders given to sessions and are
+deadline into one queue, served earliest deadline first by the worker's thread(s) (``threads``:
+``inference_threads`` with the models in the server process; with the models in the inference
+process, the default, 8 threads that only forward jobs over pipes and wait). So the chunks of all
+sessions are scheduled together and a late session cannot starve one whose frame is due sooner.
+A session has at most one encode and one render job in flight. Models live in the renderer/encoders given to sessions and are
 loaded once per process; the worker only serialises access to them, which is also what keeps
 non-thread-safe torch modules safe.
 """

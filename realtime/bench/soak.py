@@ -185,7 +185,7 @@ async def run_async(args) -> dict:
         "teardown_s_max_by_ending": {e: max(v) for e, v in by_ending.items() if v},
         "frames_min": min(w["frames_min"] for w in waves),
         "errors": errors, "sessions_at_end": health["sessions"], "inference": health["inference"],
-        "frames": stats.get("frames"),
+        "frames": stats.get("frames"), "gc_pause_ms": stats.get("gc_pause_ms"), "gc_sweeps": stats.get("gc_sweeps"),
     }
 
 
@@ -209,6 +209,10 @@ def print_report(r: dict) -> None:
     print(f"fewest frames a session received: {r['frames_min']}; sessions left: {r['sessions_at_end']}; "
           f"inference: {r['inference']}; client errors: {len(r['errors'])}"
           + (f" (first: {r['errors'][0]})" if r["errors"] else ""))
+    if r.get("gc_pause_ms"):
+        g = r["gc_pause_ms"]
+        print(f"server garbage collections: {g['n']}, pause p50 / p99 / max {g['p50']} / {g['p99']} / {g['p100']} ms; "
+              f"{r['gc_sweeps']} after sessions ended")
 
 
 def run(args) -> int:

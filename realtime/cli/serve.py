@@ -58,11 +58,11 @@ async def _serve(config) -> int:
     torch.set_num_threads(1)  # one inference thread; the other core encodes video and runs the loop
     engine = build_engine(config)
     server = RealtimeServer(config, engine)
-    await server.start()
     from realtime.server.heap import freeze_startup_heap
 
     frozen = freeze_startup_heap()  # models, codecs, aiortc: never walked by the collector again
     log.debug("start-up heap of %d objects frozen", frozen)
+    await server.start()
     log.info("serving on %s (open it in a browser; WebSocket %sws, metrics %smetrics)",
              server.url, server.url.replace("http", "ws", 1), server.url)
     stop = asyncio.Event()

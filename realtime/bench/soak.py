@@ -12,8 +12,8 @@ opens ``--sessions`` sessions in waves of ``--concurrency``. Each session speaks
 
 After every wave it waits for ``/healthz`` to count no session (the teardown time) and samples
 the resident memory of the server and of its inference process, and the server's open file
-descriptors and threads. The verdict compares the second half of the run with its middle, so the
-warm-up (first allocations, caches filling) does not count as growth.
+descriptors and threads. Growth is the least-squares slope over the second half of the run, so the
+warm-up (first allocations, caches and pools filling) does not count as growth.
 """
 
 from __future__ import annotations

@@ -29,6 +29,8 @@ import queue
 import time
 from typing import Any
 
+from realtime.server.ratelimit import TokenBucket
+
 log = logging.getLogger(__name__)
 
 _JITTER_ATTR = "_RTCRtpReceiver__jitter_buffer"
@@ -52,22 +54,16 @@ class PassThroughJitterBuffer:
         self._last: int | None = None
         self.dropped = 0
         self.flooded = 0
-        self._clock = clock
-        self._tokens, self._t = BURST_PACKETS, None
+        self._bucket = TokenBucket(MAX_PACKETS_PER_S, BURST_PACKETS, clock)
 
     def add(self, packet) -> tuple[bool, Any]:
         from aiortc.jitterbuffer import JitterFrame
 
-        now = self._clock()
-        if self._t is not None:
-            self._tokens = min(BURST_PACKETS, self._tokens + (now - self._t) * MAX_PACKETS_PER_S)
-        self._t = now
-        if self._tokens < 1.0:
+        if not self._bucket.take():
             self.flooded += 1
             if self.flooded in (1, 1000) or self.flooded % 100000 == 0:
                 log.warning("incoming audio above %.0f packets/s: %d packets dropped", MAX_PACKETS_PER_S, self.flooded)
             return False, None
-        self._tokens -= 1.0
         seq = packet.sequence_number
         if self._last is not None and not 0 < (seq - self._last) % 65536 < 32768:
             self.dropped += 1  # reordered or duplicated: its audio's place has gone by

@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from realtime.server.ratelimit import TokenBucket
+
 # WebSocket close codes (RFC 6455 section 7.4.1), the subset this server uses.
 CLOSE_NORMAL = 1000
 CLOSE_UNSUPPORTED = 1003  # a valid request for something this server does not do yet
@@ -191,20 +193,10 @@ class SessionProtocol:
     def __init__(self, now=time.monotonic) -> None:
         self.state = State.AWAITING_FIRST
         self.kind: SessionKind | None = None
-        self._now = now
-        self._tokens, self._t = CONTROL_BURST, now()
-
-    def _within_rate(self) -> bool:
-        t = self._now()
-        self._tokens = min(CONTROL_BURST, self._tokens + (t - self._t) * CONTROL_RATE_PER_S)
-        self._t = t
-        if self._tokens < 1.0:
-            return False
-        self._tokens -= 1.0
-        return True
+        self._rate = TokenBucket(CONTROL_RATE_PER_S, CONTROL_BURST, now)
 
     def receive_text(self, text: str) -> Event:
-        if self.state is State.ACTIVE and not self._within_rate():  # checked before any parsing
+        if self.state is State.ACTIVE and not self._rate.take():  # checked before any parsing
             self.state = State.CLOSED
             return ProtocolError(ErrorCode.RATE_LIMITED, f"more than {CONTROL_RATE_PER_S:.0f} messages a second "
                                  f"(bursts of {CONTROL_BURST:.0f}); the connection is closed", close_code=CLOSE_POLICY)

@@ -39,6 +39,15 @@ class OddPeer(WebRTCPeer):
         self.pc.addTransceiver(Camera(), direction=self.direction)
 
 
+async def _settled(server, sessions: int = 0) -> None:
+    """Waits up to 2 s for ``sessions`` open sessions and none being set up: a connection's
+    clean-up runs just after its close reaches the client."""
+    for _ in range(100):
+        if len(server.sessions) == sessions and server._reserved == 0:
+            return
+        await asyncio.sleep(0.02)
+
+
 def server_video_receiver(session):
     return next(t for t in session.pc.getTransceivers() if t.kind == "video").receiver
 
@@ -74,10 +83,7 @@ async def test_offers_the_server_cannot_serve_are_refused_and_leave_nothing(serv
         assert peer.messages[0]["type"] == "error"
     finally:
         await peer.close()
-    for _ in range(100):
-        if not server.sessions and server._reserved == 0:
-            break
-        await asyncio.sleep(0.02)
+    await _settled(server)
     assert not server.sessions and server._reserved == 0
 
 
@@ -123,10 +129,7 @@ async def test_offers_aiortc_mishandles_are_bad_messages_not_server_errors(serve
     assert reply["type"] == "error" and reply["code"] == "bad_message", reply
     assert words in reply["message"], reply["message"]
     assert ws.close_code == 1008
-    for _ in range(100):  # the handler's clean-up runs just after the close
-        if not server.sessions and server._reserved == 0:
-            break
-        await asyncio.sleep(0.02)
+    await _settled(server)
     assert not server.sessions and server._reserved == 0
     assert not [r for r in caplog.records if r.levelname == "ERROR"], [r.getMessage() for r in caplog.records]
 
@@ -158,10 +161,7 @@ async def test_a_control_message_flood_closes_that_connection_only(server):
     await asyncio.wait_for(peers[0].ws.wait_closed(), 5)
     assert peers[0].ws.close_code == 1008
     assert any(m.get("code") == "rate_limited" for m in peers[0].messages)
-    for _ in range(100):
-        if len(server.sessions) == 1:
-            break
-        await asyncio.sleep(0.02)
+    await _settled(server, sessions=1)
     assert len(server.sessions) == 1
     await peers[1].send({"type": "interrupt"})  # a client within the rate is served
     await asyncio.sleep(0.3)

@@ -79,9 +79,16 @@ def test_render_file_is_deterministic(tmp_path, monkeypatch):
                     progress=False)
         outs.append(_decode(tmp_path / f"{k}.mp4"))
     assert len(written) == 30 and all(np.array_equal(a, b) for a, b in zip(written[:15], written[15:]))
-    # H.264 bytes are not guaranteed bit-reproducible (see video_writer); decoded frames agree closely
-    assert outs[0].shape == (15, 80, 96, 3)
-    assert np.abs(outs[0].astype(float) - outs[1]).mean() < 3.0  # noise-like crops: x264's threads vary most
+    # H.264 bytes are not guaranteed bit-reproducible (see video_writer). The tiny renderer's crops are
+    # noise, which crf 18 codes with a large error (~39 levels a pixel), and two encodings of the same
+    # frames have differed by up to 3.6 in CI. So the two files must agree far better than either agrees
+    # with its source: a file of other frames (another seed, a shifted order) differs by as much as the
+    # coding error or more.
+    assert outs[0].shape == outs[1].shape == (15, 80, 96, 3)
+    source = np.stack(written[:15]).astype(float)
+    coding_error = min(np.abs(out - source).mean() for out in outs)
+    assert coding_error > 0
+    assert np.abs(outs[0].astype(float) - outs[1]).mean() < 0.25 * coding_error
 
 
 @pytest.mark.parametrize("fps,seconds,expected", [(25, 0.5, 12), (30, 0.5, 15), (24, 0.21, 5)])

@@ -79,7 +79,8 @@ class RealtimeServer:
             self._handle, self.config.host, self.config.port,
             process_request=self._process_request,
             max_size=lim.max_message_bytes, max_queue=lim.max_queue, open_timeout=lim.open_timeout_s,
-            ping_interval=lim.ping_interval_s, ping_timeout=lim.ping_timeout_s, close_timeout=2.0,
+            ping_interval=lim.ping_interval_s, ping_timeout=lim.ping_timeout_s,
+            close_timeout=lim.close_timeout_s,
             compression=None,  # SDP and control messages are small; deflate costs CPU for nothing
         )
         self._ticker = asyncio.create_task(self._tick(), name="metrics-tick")

@@ -15,8 +15,11 @@ class LimitsConfig:
     max_message_bytes: int = 256 * 1024  # an SDP offer is ~5 kB; PCM16 chunks of 1 s at 16 kHz are 32 kB
     max_queue: int = 16  # websockets' incoming message queue (frames), so a flood cannot grow memory
     open_timeout_s: float = 10.0  # opening handshake deadline
-    ping_interval_s: float = 5.0  # keepalive: detects a vanished client whose socket never closed
-    ping_timeout_s: float = 4.0
+    # keepalive: a client whose socket never closed (pulled cable, sleeping laptop) is dropped within
+    # ping_interval_s + ping_timeout_s + close_timeout_s (4.5 s) of its last answer to a ping
+    ping_interval_s: float = 1.5
+    ping_timeout_s: float = 2.0
+    close_timeout_s: float = 1.0  # wait for the client's side of a closing handshake, then cut
     ice_timeout_s: float = 4.0  # a peer that never connects (or whose ICE fails) is dropped after this
     audio_buffer_s: float = 4.0  # input audio ring per session; older audio is overwritten, never queued
     max_frames_ahead: int = 16  # rendered-but-not-sent frames per session

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import http
 import json
 import logging
@@ -138,9 +139,21 @@ class RealtimeServer:
 
     # ---- HTTP -------------------------------------------------------------------------------------
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        method = request.method.upper()
         path = request.path.split("?", 1)[0]
+        if method not in ("GET", "HEAD") or (path == "/ws" and method != "GET"):
+            allow = "GET" if path == "/ws" else "GET, HEAD"
+            response = _response(405, f"{method} is not served here; use {allow}\n".encode(), "text/plain; charset=utf-8")
+            response.headers["Allow"] = allow
+            return response
         if path == "/ws":
             return None  # continue the WebSocket handshake
+        response = self._http_response(connection, request, path)
+        if method == "HEAD":  # the GET response's headers (Content-Length included), no body
+            response = dataclasses.replace(response, body=b"")
+        return response
+
+    def _http_response(self, connection: ServerConnection, request: Request, path: str) -> Response:
         if path == "/healthz":
             # 503 while the inference process is down (its start failed; retried with a back-off)
             down = getattr(getattr(self.engine, "backend", None), "down", None)

@@ -41,6 +41,36 @@ async def test_healthz_metrics_page_and_404(server):
     assert status == 404
 
 
+def raw_http(port: int, request: bytes) -> bytes:
+    """Everything the server sends back for ``request`` on one connection, until it closes it."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data
+
+
+async def test_head_has_the_get_headers_and_no_body_and_other_methods_are_405(server):
+    get_reply = await asyncio.to_thread(raw_http, server.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    head_reply = await asyncio.to_thread(raw_http, server.port, b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n")
+    get_head, get_body = get_reply.split(b"\r\n\r\n", 1)
+    head_head, head_body = head_reply.split(b"\r\n\r\n", 1)
+    assert get_head.startswith(b"HTTP/1.1 200") and len(get_body) > 500
+    assert head_head.startswith(b"HTTP/1.1 200") and head_body == b""
+    assert f"Content-Length: {len(get_body)}".encode() in head_head.split(b"\r\n")
+    for request in (b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+                    b"DELETE / HTTP/1.1\r\nHost: x\r\n\r\n", b"HEAD /ws HTTP/1.1\r\nHost: x\r\n\r\n"):
+        reply = await asyncio.to_thread(raw_http, server.port, request)
+        assert reply.startswith(b"HTTP/1.1 405"), reply[:80]
+        allow = b"GET" if b" /ws " in request else b"GET, HEAD"
+        assert b"Allow: " + allow + b"\r\n" in reply and b"is not served here; use" in reply
+    status, _, body = await get(server.port, "/healthz")  # and the server serves on
+    assert status == 200 and json.loads(body)["status"] == "ok"
+
+
 async def test_healthz_is_503_while_the_inference_process_is_down(server):
     class DownBackend:
         down = "the inference process failed to start: no avatar"

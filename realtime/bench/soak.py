@@ -13,7 +13,9 @@ opens ``--sessions`` sessions in waves of ``--concurrency``. Each session speaks
 After every wave it waits for ``/healthz`` to count no session (the teardown time) and samples
 the resident memory of the server and of its inference process, and the server's open file
 descriptors and threads. Growth is the least-squares slope over the second half of the run, so the
-warm-up (first allocations, caches and pools filling) does not count as growth.
+warm-up (first allocations, caches and pools filling) does not count as growth; beside it, how far
+the second half's peak is above the first half's (a process whose memory swings between levels has
+a slope that depends on where the swings fall, but no higher peak unless it also leaks).
 """
 
 from __future__ import annotations
@@ -95,6 +97,16 @@ def verdict(samples: list[dict], sessions_per_wave: int) -> dict:
     half = samples[(len(samples) - 1) // 2:]
     x = np.arange(len(half), dtype=np.float64) * sessions_per_wave
     return {k: round(float(np.polyfit(x, [s[k] for s in half], 1)[0]) * 100.0, 2)
+            for k in ("server_mb", "inference_mb", "fds", "threads")}
+
+
+def peak_growth(samples: list[dict]) -> dict:
+    """How far each figure's highest value in the second half of the run is above its highest in
+    the first half. Where a process's memory swings between levels (the allocator handing large
+    blocks back and taking them again), the slope of the second half depends on where the swings
+    fall; a leak also raises the peak, a swing does not."""
+    mid = (len(samples) - 1) // 2
+    return {k: round(max(s[k] for s in samples[mid:]) - max(s[k] for s in samples[:mid]), 1)
             for k in ("server_mb", "inference_mb", "fds", "threads")}
 
 
@@ -181,6 +193,7 @@ async def run_async(args) -> dict:
         "sessions": args.sessions, "concurrency": args.concurrency, "session_seconds": args.session_seconds,
         "start": samples[0], "waves": waves,
         "growth_per_100_sessions": verdict(samples, args.concurrency),
+        "peak_growth": peak_growth(samples),
         "teardown_s_max": None if None in teardowns else max(teardowns),
         "teardown_s_max_by_ending": {e: max(v) for e, v in by_ending.items() if v},
         "frames_min": min(w["frames_min"] for w in waves),
@@ -204,6 +217,9 @@ def print_report(r: dict) -> None:
     g = r["growth_per_100_sessions"]
     print(f"growth per 100 sessions over the second half: server {g['server_mb']:+} MB, inference "
           f"{g['inference_mb']:+} MB, fds {g['fds']:+}, threads {g['threads']:+}")
+    p = r["peak_growth"]
+    print(f"peak of the second half over the peak of the first: server {p['server_mb']:+} MB, inference "
+          f"{p['inference_mb']:+} MB, fds {p['fds']:+}, threads {p['threads']:+}")
     print(f"teardown (last session of a wave gone, /healthz): max {r['teardown_s_max']} s; by ending "
           + ", ".join(f"{e} {v}" for e, v in r["teardown_s_max_by_ending"].items()))
     print(f"fewest frames a session received: {r['frames_min']}; sessions left: {r['sessions_at_end']}; "

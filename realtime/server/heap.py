@@ -12,12 +12,20 @@ Two costs of Python's cyclic collector show up here:
   collection, which on a quiet server can be minutes away: threads and memory pile up meanwhile.
   ``Sweeper`` runs one collection shortly after sessions end, so they are given back promptly.
   It only runs while the start-up heap is frozen, so that a collection stays cheap.
+- What the native side frees (video frames, codec and filter-graph buffers, allocated in aiortc's
+  and PyAV's threads) stays in glibc's per-thread malloc arenas as free-but-resident pages: the
+  server's resident memory climbed in steps by ~11 MB per 100 sessions while its Python heap grew
+  by under 0.5 MB (tracemalloc). After each sweep ``release_free_memory`` asks glibc to give those
+  pages back (``malloc_trim``), in a worker thread, since it walks every arena.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import ctypes
+import ctypes.util
+import functools
 import gc
 import logging
 import time
@@ -34,13 +42,38 @@ def freeze_startup_heap() -> int:
     return gc.get_freeze_count()
 
 
+@functools.lru_cache(maxsize=1)
+def _malloc_trim():
+    """glibc's ``malloc_trim``, or None where the C library has none (musl, macOS)."""
+    name = ctypes.util.find_library("c")
+    try:
+        fn = ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        return None
+    if fn is not None:
+        fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
+    return fn
+
+
+def release_free_memory() -> bool:
+    """Returns the C heap's free pages to the system (every arena); False where that is not possible.
+    Releases the GIL while it runs (a ctypes call)."""
+    fn = _malloc_trim()
+    if fn is None:
+        return False
+    fn(0)
+    return True
+
+
 class Sweeper:
     """One ``gc.collect()`` ``delay_s`` after a session ends, however many end together. The
     durations go to ``on_sweep(seconds, objects_freed)`` (the server's metrics)."""
 
-    def __init__(self, delay_s: float = SWEEP_DELAY_S, on_sweep=None) -> None:
+    def __init__(self, delay_s: float = SWEEP_DELAY_S, on_sweep=None, trim: bool = True) -> None:
         self.delay_s = delay_s
         self.on_sweep = on_sweep
+        self.trim = trim and _malloc_trim() is not None
+        self._trim: asyncio.Future | None = None
         self.sweeps = 0
         self._handle: asyncio.TimerHandle | None = None
 
@@ -58,6 +91,13 @@ class Sweeper:
         log.debug("swept %d objects in %.1f ms", freed, dt * 1000)
         if self.on_sweep is not None:
             self.on_sweep(dt, freed)
+        if self.trim:
+            self._trim = asyncio.get_running_loop().run_in_executor(None, self._timed_trim)
+
+    def _timed_trim(self) -> None:
+        t = time.perf_counter()
+        release_free_memory()
+        log.debug("gave free C-heap pages back in %.1f ms", (time.perf_counter() - t) * 1000)
 
     def cancel(self) -> None:
         if self._handle is not None:

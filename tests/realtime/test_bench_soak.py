@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from realtime.bench.soak import process_tree, sample, verdict
+from realtime.bench.soak import peak_growth, process_tree, sample, verdict
 
 
 def _samples(server_mb, threads=None):
@@ -24,6 +24,14 @@ def test_verdict_ignores_warm_up_and_fits_the_second_half():
     # two threads per session that never come back
     threads = verdict(_samples([300] * 7, [11, 19, 27, 35, 43, 51, 59]), 4)
     assert threads["threads"] == pytest.approx(200.0)
+
+
+def test_peak_growth_tells_a_swinging_process_from_a_leaking_one():
+    # swings between two levels, ending on the high one: a steep slope, the same peak
+    swinging = _samples([300, 380, 420, 380, 420, 380, 380, 420, 420])
+    assert verdict(swinging, 4)["server_mb"] >= 50 and peak_growth(swinging)["server_mb"] == 0
+    leaking = _samples([300, 380, 420, 380, 425, 390, 430, 400, 440])
+    assert peak_growth(leaking)["server_mb"] == 20 and peak_growth(leaking)["fds"] == 0
 
 
 def test_verdict_needs_three_waves():

@@ -260,7 +260,11 @@ class AudioInput:
         self._next_pts: int | None = None  # expected pts (in 1/48000) of the next frame
 
     async def run(self) -> None:
-        r16 = av.AudioResampler(format="flt", layout="mono", rate=ENCODER_RATE)
+        # The decoded Opus is stereo with both channels equal (a mono microphone). FFmpeg's float
+        # stereo -> mono downmix sums them at -3 dB each, 3 dB louder than the speech itself; the
+        # encoder gets the mean of the channels (layout kept, None), so it sees the level an offline
+        # file of the same speech gives. (Its int16 downmix is normalised: the output keeps the level.)
+        r16 = av.AudioResampler(format="flt", layout=None, rate=ENCODER_RATE)
         r48 = av.AudioResampler(format="s16", layout="mono", rate=AUDIO_OUT_RATE)
         while True:
             try:
@@ -271,7 +275,7 @@ class AudioInput:
             self.packets += 1
             self._fill_gap(frame)
             for out in r16.resample(frame):
-                self.ring16.write(out.to_ndarray().reshape(-1))
+                self.ring16.write(out.to_ndarray().reshape(-1, len(out.layout.channels)).mean(axis=1))
             for out in r48.resample(frame):
                 self.ring48.write(out.to_ndarray().reshape(-1))
             self.on_packet(self.ring16.end, arrival)

@@ -95,6 +95,44 @@ async def test_slow_renderer_degrades_keeps_fps_and_recovers():
         await stop(tasks, worker)
 
 
+class FlakyRenderer(FakeRenderer):
+    """Fails every chunk while ``failing``; renders normally otherwise."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failing = True
+        self.failures = 0
+
+    def render_chunk(self, avatar, frame_indices, audio_blocks, state):
+        if self.failing:
+            self.failures += 1
+            raise RuntimeError("renderer failed on this chunk")
+        return super().render_chunk(avatar, frame_indices, audio_blocks, state)
+
+
+async def test_a_failing_renderer_keeps_the_frame_rate_and_the_session_recovers():
+    worker = InferenceWorker()
+    renderer = FlakyRenderer()
+    sched = make_scheduler(renderer, worker)
+    tasks = [asyncio.create_task(sched.encode_loop()), asyncio.create_task(sched.render_loop())]
+    try:
+        out: list = []
+        await drive(sched, 1.0, loud=True, out=out)
+        # every slot still got a frame (none rendered), the failures were counted, nothing piled up
+        assert len(out) >= 23 and [o[0] for o in out] == list(range(out[0][0], out[0][0] + len(out)))
+        assert renderer.failures >= 3 and sched.counts["render_failures"] == renderer.failures
+        assert sched.metrics.frames_rendered.value == 0 and max(o[3] for o in out) == 0
+        assert not any(t.done() for t in tasks)  # the loops carry on
+        renderer.failing = False
+        out2: list = []
+        await drive(sched, 1.0, loud=True, out=out2)
+        assert len(out2) >= 23 and sched.metrics.frames_rendered.value >= 10
+        rest = FakeAvatar().frame(0)
+        assert sum(mouth_darkness(f, rest) > 0 for _, f, _, _ in out2) >= 10  # speech frames again
+    finally:
+        await stop(tasks, worker)
+
+
 async def test_silence_sends_rest_frames_without_rendering():
     worker = InferenceWorker()
     renderer = FakeRenderer()

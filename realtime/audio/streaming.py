@@ -226,7 +226,10 @@ class StreamingAudioEncoder:
             self.samples_pushed += x.numel()
 
     def _advance(self) -> list[FrameFeatures]:
-        return _advance_all([self])[0]
+        out = _advance_all([self])[0]
+        if isinstance(out, Exception):
+            raise out
+        return out
 
     def _emit_ready(self) -> list[FrameFeatures]:
         out = []
@@ -374,7 +377,8 @@ def push_many(items: list[tuple[StreamingAudioEncoder, object]]) -> list[list[Fr
     """``encoder.push(samples)`` for several streams sharing one ``StreamingWeights``, with their
     encoder calls batched (``encode_plans``). Same frames as pushing each alone (to bf16 rounding
     of the batched matmuls). A stream whose samples are bad gets its ``AudioInputError`` in its
-    slot of the result; the others are unaffected."""
+    slot of the result, and a stream whose encoder call fails that exception; the others are
+    unaffected."""
     results: list = [[] for _ in items]
     active = []
     for k, (enc, samples) in enumerate(items):
@@ -389,10 +393,16 @@ def push_many(items: list[tuple[StreamingAudioEncoder, object]]) -> list[list[Fr
     return results
 
 
-def _advance_all(encoders: list[StreamingAudioEncoder]) -> list[list[FrameFeatures]]:
+def _advance_all(encoders: list[StreamingAudioEncoder]) -> list[list[FrameFeatures] | Exception]:
     """Emits what each encoder can, running encoder calls until none has a step to encode; the
-    streams sharing one ``StreamingWeights`` go through each call together (``encode_plans``)."""
-    out: list[list[FrameFeatures]] = [[] for _ in encoders]
+    streams sharing one ``StreamingWeights`` go through each call together (``encode_plans``).
+
+    If a batched call fails, its streams are encoded one by one (their plans as made, so their
+    front ends are not asked twice), so that only a stream whose own call fails gets the exception,
+    in its slot instead of frames. That stream's front end has moved past audio its encoder never
+    took: it must be ``reset()`` before its next push (the server restarts a stream's encoder after
+    any failed push)."""
+    out: list = [[] for _ in encoders]
     groups: dict[int, list[int]] = {}
     for k, enc in enumerate(encoders):
         groups.setdefault(id(enc.weights), []).append(k)
@@ -406,8 +416,29 @@ def _advance_all(encoders: list[StreamingAudioEncoder]) -> list[list[FrameFeatur
                 if target is not None:
                     plans.append(enc._plan(target))
                     nxt.append(k)
-            if plans:
-                for plan, taps in zip(plans, encode_plans(plans[0].enc.weights, plans)):
+            if not plans:
+                break
+            weights = plans[0].enc.weights
+            try:
+                results = encode_plans(weights, plans)
+            except Exception as e:
+                if len(plans) == 1:
+                    results = [e]
+                else:
+                    log.exception("batched encoder call for %d streams failed; encoding them one by one", len(plans))
+                    results = [_encode_alone(weights, plan) for plan in plans]
+            ks = []
+            for k, plan, taps in zip(nxt, plans, results):
+                if isinstance(taps, Exception):
+                    out[k] = taps
+                else:
                     plan.enc._commit(plan, taps)
-            ks = nxt
+                    ks.append(k)
     return out
+
+
+def _encode_alone(weights: StreamingWeights, plan: _Plan) -> Tensor | Exception:
+    try:
+        return encode_plans(weights, [plan])[0]
+    except Exception as e:
+        return e

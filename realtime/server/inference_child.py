@@ -94,8 +94,9 @@ class ChildEngine:
                     results.append(None)
                 for k, res in zip(pushed, push_many(items) if items else []):
                     results[k] = res
-            except Exception as e:  # not one stream's bad audio (push_many reports those per stream)
-                log.exception("batched encoder call failed")
+            except Exception as e:  # a bug outside any one stream's call (push_many reports bad audio
+                # and a stream's failed encoder call per stream, and retries a failed batch one by one)
+                log.exception("batched encoder push failed")
                 results = [RuntimeError(f"encoder failed: {type(e).__name__}: {e}")] * len(pushes)
                 for _, r in pushes:  # their state is suspect: they start over
                     self.encoders.pop(r[1], None)

@@ -63,6 +63,38 @@ def test_push_many_reports_bad_audio_per_stream(weights):
     assert [f.index for f in res[0]] == [f.index for f in ref]
 
 
+def test_a_stream_whose_encoder_call_fails_does_not_take_the_batch_with_it(weights, monkeypatch):
+    import realtime.audio.streaming as streaming
+
+    real = streaming.encode_plans
+    broken, broken_alone = StreamingAudioEncoder(weights), StreamingAudioEncoder(weights)
+    calls = []
+
+    def encode_plans(w, plans):  # fails whenever a broken stream is in the call
+        calls.append(len(plans))
+        if any(p.enc in (broken, broken_alone) for p in plans):
+            raise RuntimeError("kernel failed")
+        return real(w, plans)
+
+    monkeypatch.setattr(streaming, "encode_plans", encode_plans)
+    streams = [StreamingAudioEncoder(weights), broken, StreamingAudioEncoder(weights)]
+    clips = [_audio(0.6, s) for s in range(3)]
+    res = push_many(list(zip(streams, clips)))
+    assert isinstance(res[1], RuntimeError) and "kernel failed" in str(res[1])
+    assert calls[:4] == [3, 1, 1, 1]  # the batch failed; each stream was then encoded alone
+    for k in (0, 2):  # the others got exactly the frames they get alone
+        monkeypatch.setattr(streaming, "encode_plans", real)
+        ref = StreamingAudioEncoder(weights).push(clips[k])
+        monkeypatch.setattr(streaming, "encode_plans", encode_plans)
+        assert [f.index for f in res[k]] == [f.index for f in ref] and len(ref) >= 8
+        assert max(float((a.features - b.features).abs().max()) for a, b in zip(res[k], ref)) < 1e-4
+    with pytest.raises(RuntimeError, match="kernel failed"):  # alone, push raises as before
+        broken_alone.push(clips[1])
+    monkeypatch.setattr(streaming, "encode_plans", real)
+    broken.reset()  # what the server does after a failed push: the stream starts over and works
+    assert len(broken.push(clips[1])) == len(StreamingAudioEncoder(weights).push(clips[1]))
+
+
 def test_light_mode_halves_settling_between_pushes_and_stays_close(weights):
     from realtime.audio.streaming import DEFAULT_SETTLE_STEPS
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import numpy as np
@@ -65,12 +66,21 @@ async def stop(tasks: list, worker: InferenceWorker) -> None:
     worker.close()
 
 
-async def test_slow_renderer_degrades_keeps_fps_and_recovers():
+@contextlib.asynccontextmanager
+async def running(renderer, **kw):
+    """A scheduler over ``renderer`` with its encode and render loops running (``sched.tasks``)."""
     worker = InferenceWorker()
-    renderer = SlowRenderer(0.05)  # slower than the 40 ms frame period: cannot keep up at full rate
-    sched = make_scheduler(renderer, worker, budget_s=0.25)
-    tasks = [asyncio.create_task(sched.encode_loop()), asyncio.create_task(sched.render_loop())]
+    sched = make_scheduler(renderer, worker, **kw)
+    sched.tasks = [asyncio.create_task(sched.encode_loop()), asyncio.create_task(sched.render_loop())]
     try:
+        yield sched
+    finally:
+        await stop(sched.tasks, worker)
+
+
+async def test_slow_renderer_degrades_keeps_fps_and_recovers():
+    renderer = SlowRenderer(0.05)  # slower than the 40 ms frame period: cannot keep up at full rate
+    async with running(renderer, budget_s=0.25) as sched:
         out: list = []
         await drive(sched, 3.0, loud=True, out=out)
         assert len(out) >= 73  # every slot got a frame, renderer or not
@@ -91,8 +101,6 @@ async def test_slow_renderer_degrades_keeps_fps_and_recovers():
         await drive(sched, 3.0, loud=True, out=out2)
         assert sched.level < top, (top, sched.level)  # recovered at least one step
         assert len(out2) >= 73
-    finally:
-        await stop(tasks, worker)
 
 
 class FlakyRenderer(FakeRenderer):
@@ -111,34 +119,26 @@ class FlakyRenderer(FakeRenderer):
 
 
 async def test_a_failing_renderer_keeps_the_frame_rate_and_the_session_recovers():
-    worker = InferenceWorker()
     renderer = FlakyRenderer()
-    sched = make_scheduler(renderer, worker)
-    tasks = [asyncio.create_task(sched.encode_loop()), asyncio.create_task(sched.render_loop())]
-    try:
+    async with running(renderer) as sched:
         out: list = []
         await drive(sched, 1.0, loud=True, out=out)
         # every slot still got a frame (none rendered), the failures were counted, nothing piled up
         assert len(out) >= 23 and [o[0] for o in out] == list(range(out[0][0], out[0][0] + len(out)))
         assert renderer.failures >= 3 and sched.counts["render_failures"] == renderer.failures
         assert sched.metrics.frames_rendered.value == 0 and max(o[3] for o in out) == 0
-        assert not any(t.done() for t in tasks)  # the loops carry on
+        assert not any(t.done() for t in sched.tasks)  # the loops carry on
         renderer.failing = False
         out2: list = []
         await drive(sched, 1.0, loud=True, out=out2)
         assert len(out2) >= 23 and sched.metrics.frames_rendered.value >= 10
         rest = FakeAvatar().frame(0)
         assert sum(mouth_darkness(f, rest) > 0 for _, f, _, _ in out2) >= 10  # speech frames again
-    finally:
-        await stop(tasks, worker)
 
 
 async def test_silence_sends_rest_frames_without_rendering():
-    worker = InferenceWorker()
     renderer = FakeRenderer()
-    sched = make_scheduler(renderer, worker)
-    tasks = [asyncio.create_task(sched.encode_loop()), asyncio.create_task(sched.render_loop())]
-    try:
+    async with running(renderer) as sched:
         out: list = []
         await drive(sched, 1.2, loud=False, out=out)
         assert len(out) >= 28 and renderer.calls == []
@@ -146,8 +146,6 @@ async def test_silence_sends_rest_frames_without_rendering():
         assert all(mouth_darkness(f, rest) == 0.0 for _, f, _, _ in out)
         assert sched.counts["rest"] == len(out) and sched.metrics.frames_late.value == 0
         assert sched.audio_backlog_s < 0.05  # the encoder keeps up; nothing accumulates
-    finally:
-        await stop(tasks, worker)
 
 
 class FusedEncoder(FakeEncoder):
@@ -298,12 +296,9 @@ async def test_outgoing_audio_leaves_with_the_video_of_the_same_speech():
     """The speech's audio goes out delayed exactly like the frames that show it: the first loud
     audio frame and the first open-mouth frame of an onset leave within a frame of each other (the
     fake encoder opens the mouth up to 40 ms early: its window reaches 40 ms ahead)."""
-    worker = InferenceWorker()
-    sched = make_scheduler(FakeRenderer(), worker)
-    tasks = [asyncio.create_task(sched.encode_loop()), asyncio.create_task(sched.render_loop())]
     video: dict[int, np.ndarray] = {}  # slot -> frame
     audio: dict[int, int] = {}  # outgoing audio frame -> peak
-    try:
+    async with running(FakeRenderer()) as sched:
         clock = sched.clock
         t0 = clock.start()
         pkt = slot = k = 0
@@ -327,8 +322,6 @@ async def test_outgoing_audio_leaves_with_the_video_of_the_same_speech():
             if now >= t_aud:
                 audio[k] = int(np.abs(sched.samples_for(k)).max())
                 k += 1
-    finally:
-        await stop(tasks, worker)
     first_audio = min(j for j, peak in audio.items() if peak > 0)
     rest = video[0]
     first_video = min(s for s, f in video.items() if mouth_darkness(f, rest) > 1.0)
@@ -344,10 +337,7 @@ async def test_an_encoder_backlog_is_skipped_and_the_session_carries_on():
     after a hiccup): the backlog is skipped, speech after it is rendered, nothing fails."""
     from realtime.server.timeline import MAX_ENCODE_BACKLOG_S
 
-    worker = InferenceWorker()
-    sched = make_scheduler(FakeRenderer(), worker)
-    tasks = [asyncio.create_task(sched.encode_loop()), asyncio.create_task(sched.render_loop())]
-    try:
+    async with running(FakeRenderer()) as sched:
         out: list = []
         await drive(sched, 1.0, loud=True, out=out)
         # the process stalled: the packets of that time arrive all at once when it wakes up
@@ -363,8 +353,6 @@ async def test_an_encoder_backlog_is_skipped_and_the_session_carries_on():
         sched._test_slot += round(stall / 0.04)
         speech_before = sched.counts["speech"]
         await drive(sched, 1.5, loud=True, out=out)
-        assert not any(t.done() for t in tasks), [t.exception() for t in tasks if t.done()]
+        assert not any(t.done() for t in sched.tasks), [t.exception() for t in sched.tasks if t.done()]
         assert sched.counts["encode_skips"] >= 1
         assert sched.counts["speech"] - speech_before >= 20  # speech after the skip is rendered
-    finally:
-        await stop(tasks, worker)

@@ -73,7 +73,6 @@ class Sweeper:
         self.delay_s = delay_s
         self.on_sweep = on_sweep
         self.trim = trim and _malloc_trim() is not None
-        self._trim: asyncio.Future | None = None
         self.sweeps = 0
         self._handle: asyncio.TimerHandle | None = None
 
@@ -92,7 +91,7 @@ class Sweeper:
         if self.on_sweep is not None:
             self.on_sweep(dt, freed)
         if self.trim:
-            self._trim = asyncio.get_running_loop().run_in_executor(None, self._timed_trim)
+            asyncio.get_running_loop().run_in_executor(None, self._timed_trim)
 
     def _timed_trim(self) -> None:
         t = time.perf_counter()

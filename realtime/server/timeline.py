@@ -44,6 +44,7 @@ def quality_for(level: int) -> str:
     path hands its frames to the embedded renderer). The embedded renderer ignores it."""
     return "lighter" if level >= THIN_LEVEL else "low" if level >= 2 else "full"
 
+
 @dataclass
 class Block:
     block: np.ndarray

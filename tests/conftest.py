@@ -62,3 +62,21 @@ def embedded_whisper():
     from realtime.audio.whisper_loader import load_whisper
 
     return load_whisper()
+
+
+# --- system packages (tests/system_packages.py) ----------------------------------------------------
+def pytest_terminal_summary(terminalreporter):
+    """Names every system package whose tests skipped, with the count, so a skipped area is seen."""
+    from tests.system_packages import PACKAGES, SKIP_PREFIX
+
+    counts: dict[str, int] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        for package in PACKAGES:
+            if f"{SKIP_PREFIX}{package} " in reason:
+                counts[package] = counts.get(package, 0) + 1
+    if counts:
+        terminalreporter.section("skipped for missing system packages")
+        for package, n in sorted(counts.items()):
+            terminalreporter.line(f"{package}: {n} test{'s' * (n != 1)} skipped, {PACKAGES[package]}; install it "
+                                  f"with `apt-get install {package}` (`make test` does, as root)")

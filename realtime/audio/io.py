@@ -103,7 +103,8 @@ def _wav_missing_bytes(path: Path) -> int:
     return 0
 
 
-def _decode_file(path: Path) -> np.ndarray:
+def _decode_native(path: Path) -> tuple[np.ndarray, int]:
+    """(channels, samples) float32 at the file's own rate (stereo and more kept as they are)."""
     import av
 
     what = _describe(path)
@@ -131,23 +132,39 @@ def _decode_file(path: Path) -> np.ndarray:
                     a = a.reshape(-1, len(frame.layout.channels)).T
                 if a.dtype.kind in "iu":
                     a = a.astype(np.float32) / float(2 ** (8 * a.dtype.itemsize - 1))
-                chunks.append(a.astype(np.float32, copy=False).mean(axis=0))
+                chunks.append(a.astype(np.float32, copy=False))
     except AudioInputError:
         raise
     except (av.FFmpegError, OSError, ValueError, EOFError, IndexError) as e:
         raise AudioInputError(f"{what} cannot be decoded, it may be corrupt or truncated ({type(e).__name__}: {e}); pass a readable audio file (wav, mp3, flac, ogg, m4a, ...)") from None
-    x = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    x = np.concatenate(chunks, axis=1) if chunks else np.zeros((1, 0), np.float32)
     if x.size == 0:
         raise AudioInputError(f"{what} contains no audio samples; pass a file with sound")
-    got_s = x.size / rate
+    got_s = x.shape[1] / rate
     if declared_s is not None and declared_s - got_s > TRUNCATION_TOLERANCE_S:
         raise AudioInputError(
             f"{what} is truncated: its header declares {declared_s:.2f} s but only {got_s:.2f} s could be decoded; re-export or re-download it"
         )
     _check_finite(x, what)
+    return x, int(rate)
+
+
+def _decode_file(path: Path) -> np.ndarray:
+    x, rate = _decode_native(path)
     if rate != SAMPLE_RATE:
         log.debug("resampling %s from %d Hz to %d Hz", path, rate, SAMPLE_RATE)
-    return resample(x, rate)
+    return resample(x.mean(axis=0), rate)
+
+
+def load_audio_native(source: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """A file's audio as it is, for output: ``(x, rate)``, x (channels, samples) float32 in [-1, 1]
+    at the file's own rate. ``load_audio`` gives the engine's 16 kHz mono of the same decode."""
+    return _decode_native(Path(source))
+
+
+def features_input(x: np.ndarray, rate: int) -> np.ndarray:
+    """The engine's 16 kHz mono from ``load_audio_native``'s output (the same as ``load_audio``)."""
+    return resample(np.asarray(x, np.float32).mean(axis=0), rate)
 
 
 def load_audio(source, sample_rate: int | None = None) -> np.ndarray:

@@ -7,6 +7,7 @@ must be cheap to import: heavy imports (torch, aiortc, ...) go inside the functi
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import logging
 import sys
@@ -54,8 +55,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser | None:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices.get(name)
+    return None
+
+
+def check_unknown_options(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """Rejects a misspelt ``--option`` with the usage of the (sub)command it was given to.
+
+    argparse reports unknown options only after the whole command line parsed: a misspelt required
+    option first fails as "required", and an unknown one after a subcommand is reported with the
+    top-level usage. This looks at every ``--name`` before argparse does, walking down the
+    subcommands (``syncvid bench realtime --x``), and names the closest real option.
+    """
+    current = parser
+    for token in argv:
+        if token == "--":
+            return
+        if not token.startswith("--"):
+            nested = _subparser(current, token)
+            if nested is not None:
+                current = nested
+            continue
+        name = token.split("=", 1)[0]
+        known = [o for o in current._option_string_actions if o.startswith("--")]
+        if name in known or (current.allow_abbrev and sum(o.startswith(name) for o in known) == 1):
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        current.error(f"unrecognized option {name}" + (f" (did you mean {close[0]}?)" if close else ""))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    check_unknown_options(parser, argv)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

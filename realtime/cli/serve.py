@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 
+from realtime.errors import ServerStartError
+from realtime.server.startup import bind_error_message, check_bindable
+
 log = logging.getLogger(__name__)
 
 
@@ -12,7 +15,9 @@ def register(sub) -> None:
     p.add_argument("--config", default=None, help="YAML config (default: configs/realtime.yaml)")
     p.add_argument("--host", default=None, help="interface to bind (default from config: 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (default from config: 8080; 0 = any free)")
-    p.add_argument("--avatar", default=None, help="prepared avatar directory (default: the shipped avatar)")
+    p.add_argument("--avatar", metavar="PATH", default=None,
+                   help="a face photo or video (prepared on first use and cached), or a folder from "
+                   "`syncvid prepare-avatar` (default: the shipped astronaut photo)")
     p.add_argument("--low-latency", action="store_true", help="40 ms look-ahead mode for every session")
     p.add_argument("--max-sessions", type=int, default=None, help="session cap")
     p.add_argument("--renderer", choices=("embedded", "diffusion"), default=None,
@@ -41,8 +46,12 @@ def run(args) -> int:
     if args.unet:
         changes.setdefault("renderer", "diffusion")
     config = load_realtime_config(args.config, changes)
-    if not getattr(args, "verbose", False):  # websockets logs two lines per HTTP request (every /metrics scrape)
-        logging.getLogger("websockets.server").setLevel(logging.WARNING)
+    check_bindable(config.host, config.port)  # before any model loads: a busy port fails at once
+    if not getattr(args, "verbose", False):
+        # websockets logs two lines per HTTP request (every /metrics scrape); aioice one per ICE
+        # candidate pair state change (about eight per WebRTC session)
+        for name in ("websockets.server", "aioice"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     return asyncio.run(_serve(config))
 
 
@@ -54,24 +63,31 @@ async def _serve(config) -> int:
 
     from realtime.server.app import RealtimeServer
     from realtime.server.engine import build_engine
+    from realtime.server.heap import freeze_startup_heap
 
     torch.set_num_threads(1)  # one inference thread; the other core encodes video and runs the loop
     engine = build_engine(config)
-    server = RealtimeServer(config, engine)
-    from realtime.server.heap import freeze_startup_heap
-
-    frozen = freeze_startup_heap()  # models, codecs, aiortc: never walked by the collector again
-    log.debug("start-up heap of %d objects frozen", frozen)
-    await server.start()
-    log.info("serving on %s (open it in a browser; WebSocket %sws, metrics %smetrics)",
-             server.url, server.url.replace("http", "ws", 1), server.url)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        server = RealtimeServer(config, engine)
+        frozen = freeze_startup_heap()  # models, codecs, aiortc: never walked by the collector again
+        log.debug("start-up heap of %d objects frozen", frozen)
+        try:
+            await server.start()
+        except OSError as e:  # taken between the check and now
+            raise ServerStartError(bind_error_message(config.host, config.port, e)) from None
+        log.info("ready: serving on %s (open it in a browser; WebSocket %sws, metrics %smetrics)",
+                 server.url, server.url.replace("http", "ws", 1), server.url)
+        stop = asyncio.Event()
+        received: list[str] = []
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, lambda s=sig: (received.append(s.name), stop.set()))
+        try:
+            await stop.wait()
+            log.info("%s received: closing %d session(s) and stopping", received[0], len(server.sessions))
+        finally:
+            await server.close()
     finally:
-        await server.close()
-        engine.close()
+        engine.close()  # the inference process and its shared memory, whatever failed above
+    log.info("stopped")
     return 0

@@ -28,12 +28,13 @@ def run(args) -> int:
     from realtime.visemes import espeak
     from realtime.visemes.train import VisemeTrainingConfig, run_training
 
-    if not espeak.available():
-        raise SyncVidError("libespeak-ng.so.1 is not installed; install Debian's espeak-ng package to train visemes")
-    try:
+    try:  # the config first: a typo in it is worth knowing before installing anything
         cfg = load_config(VisemeTrainingConfig, args.config)
     except ConfigError as e:
         raise CLIError(str(e)) from None
+    if not espeak.available():
+        raise SyncVidError("libespeak-ng.so.1 is not installed; install Debian's espeak-ng package "
+                           "(apt-get install espeak-ng) to train visemes")
     if args.minutes is not None:
         cfg.data.minutes = float(args.minutes)
     if args.seed is not None:

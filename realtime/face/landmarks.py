@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from realtime.errors import WeightsError
+from realtime.native_stderr import quiet_native_chatter
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,6 @@ class FaceMeshDetector(LandmarkDetector):
 
     def _open(self):
         if self._mesh is None:
-            os.environ.setdefault("GLOG_minloglevel", "2")  # mediapipe's C++ logging is noisy on stderr
             try:
                 from mediapipe.python.solutions import face_mesh
             except ImportError as e:
@@ -104,7 +104,11 @@ class FaceMeshDetector(LandmarkDetector):
     def detect(self, image: np.ndarray) -> np.ndarray | None:
         assert image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8, (image.shape, image.dtype)
         h, w = image.shape[:2]
-        result = self._open().process(np.ascontiguousarray(image))
+        if self._mesh is None:  # the graph's start and first frame print TFLite/absl notes to fd 2
+            with quiet_native_chatter():
+                result = self._open().process(np.ascontiguousarray(image))
+        else:
+            result = self._mesh.process(np.ascontiguousarray(image))
         if not result.multi_face_landmarks:
             return None
         best, best_area = None, -1.0

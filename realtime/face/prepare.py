@@ -70,6 +70,8 @@ def prepare(source: str | Path | np.ndarray, out_dir: str | Path, kind: str = "v
     if isinstance(vae, (str, Path)):
         vae = load_vae(vae)  # fail on a bad VAE directory before the slow landmark pass
     out_dir = Path(out_dir)
+    if out_dir.is_dir() and not (out_dir / META_FILE).is_file() and any(out_dir.iterdir()):
+        raise MediaInputError(f"{out_dir} exists and is not an avatar directory: choose an empty or new --out")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
@@ -178,6 +180,9 @@ def _compute(source, tmp: Path, kind: str, resolution: int, max_frames: int | No
     t = frames_w.count
     if t == 0:
         raise MediaInputError(f"{name} contains no decodable frames: give a non-empty video or image")
+    if static and len(no_face) == t:  # a single photo without a face can never be lip-synced
+        raise MediaInputError(f"photo {name} has no face that FaceMesh can find: give a photo with one clearly "
+                              "visible, roughly frontal face, at least about 100 px across")
     if no_face:
         log.warning("%s: no face found in %d of %d frames; they pass through unchanged", name, len(no_face), t)
     np.save(tmp / "landmarks.npy", np.stack(landmarks))

@@ -9,7 +9,6 @@ Memory stays bounded for long audio: only one chunk of frames is held at a time.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -18,13 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from realtime.config import cache_root
+from realtime.audio.io import SAMPLE_RATE
 from realtime.errors import MediaInputError
+from realtime.face.avatar import Avatar
+from realtime.face.sources import prepared_from_file
 from realtime.render.base import MAX_CHUNK, Renderer
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
 
 
 @dataclass
@@ -42,43 +42,15 @@ class RenderReport:
         return self.render_seconds / max(self.frames / self.fps, 1e-9)
 
 
-def avatar_cache_dir() -> Path:
-    return cache_root() / "avatars"
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
-
-
 def load_or_prepare_avatar(video: str | None = None, image: str | None = None, avatar_dir: str | None = None,
-                           resolution: int = 256, cache_dir: str | Path | None = None, progress: bool = True):
+                           resolution: int = 256, cache_dir: str | Path | None = None, progress: bool = True) -> Avatar:
     """An ``Avatar`` from a prepared directory, or a video/photo prepared once into a content-keyed cache."""
-    from realtime.face.avatar import Avatar, prepare_avatar
-
     if avatar_dir is not None:
         return Avatar.load(avatar_dir)
     kind, source = ("video", video) if video is not None else ("image", image)
     if source is None:
         raise MediaInputError("no avatar given: pass --video, --image or --avatar")
-    src = Path(source)
-    if not src.is_file():
-        raise MediaInputError(f"{kind} {src} does not exist; pass an existing file")
-    root = Path(cache_dir) if cache_dir is not None else avatar_cache_dir()
-    directory = root / f"{kind}-{_file_digest(src)}-{resolution}"
-    try:
-        avatar = Avatar.load(directory)
-        if avatar.resolution == resolution:
-            log.info("using the prepared avatar cached in %s", directory)
-            return avatar
-    except MediaInputError:
-        pass
-    log.info("preparing the avatar from %s into %s", src, directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    return prepare_avatar(src, directory, kind=kind, resolution=resolution, progress=progress)
+    return prepared_from_file(source, kind, resolution=resolution, cache_dir=cache_dir, progress=progress)
 
 
 def audio_blocks_for(renderer: Renderer, features: np.ndarray, fps: float, num_frames: int) -> np.ndarray:
@@ -102,7 +74,7 @@ def render_file(renderer: Renderer, avatar: Any, audio: str | Path | np.ndarray,
     from tqdm import tqdm
 
     from realtime.audio.features import Audio2Feature, num_video_frames
-    from realtime.audio.io import load_audio
+    from realtime.audio.io import features_input, load_audio, load_audio_native
     from realtime.render.video_writer import VideoWriter
 
     if not 1 <= chunk <= MAX_CHUNK:
@@ -110,7 +82,12 @@ def render_file(renderer: Renderer, avatar: Any, audio: str | Path | np.ndarray,
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
     t0 = time.perf_counter()
-    samples = load_audio(audio)
+    if isinstance(audio, np.ndarray):
+        samples = load_audio(audio)
+        native, native_rate = samples, SAMPLE_RATE
+    else:  # the output keeps the file's own rate and channels; the engine reads 16 kHz mono
+        native, native_rate = load_audio_native(audio)
+        samples = features_input(native, native_rate)
     n = num_video_frames(len(samples), fps)
     if n == 0:
         from realtime.errors import AudioInputError
@@ -127,8 +104,8 @@ def render_file(renderer: Renderer, avatar: Any, audio: str | Path | np.ndarray,
     state = renderer.new_state(seed)
     no_face = 0
     # LatentSync trims the audio to the rendered frames' duration; so do we, so A/V lengths agree.
-    audio_out = samples[: int(round(n / fps * SAMPLE_RATE))]
-    with VideoWriter(out, fps, audio=audio_out, audio_rate=SAMPLE_RATE) as writer, \
+    audio_out = native[..., : int(round(n / fps * native_rate))]
+    with VideoWriter(out, fps, audio=audio_out, audio_rate=native_rate) as writer, \
             tqdm(total=n, unit="frame", desc="render", disable=not progress) as bar:
         for s in range(0, n, chunk):
             idx = np.arange(s, min(s + chunk, n))

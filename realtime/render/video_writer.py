@@ -21,6 +21,10 @@ from realtime.errors import MediaInputError
 log = logging.getLogger(__name__)
 
 AUDIO_FRAME = 1024  # samples per AAC frame fed to the encoder
+# Sampling rates AAC (MPEG-4 audio) defines; audio at any other rate is resampled to 48 kHz.
+AAC_RATES = frozenset({8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000})
+AAC_FALLBACK_RATE = 48000
+AAC_BITRATE_PER_CHANNEL = 96_000  # transparent for speech at 44.1/48 kHz
 DEFAULT_CRF = 18  # visually lossless, as LatentSync's ffmpeg call (-crf 18)
 
 
@@ -38,12 +42,13 @@ def even_pad(frame: np.ndarray) -> np.ndarray:
 class VideoWriter:
     """``with VideoWriter(path, fps, audio=samples) as w: w.write(frame) ...``.
 
-    The audio (mono float in [-1, 1] at ``audio_rate``) is encoded as AAC interleaved with the video:
-    after each frame, the audio up to that frame's end time is muxed; the rest at ``close``.
+    The audio (float in [-1, 1] at ``audio_rate``: (samples,) mono or (channels, samples), one or
+    two channels kept as given, more mixed down to mono) is encoded as AAC interleaved with the
+    video: after each frame, the audio up to that frame's end time is muxed; the rest at ``close``.
     """
 
     def __init__(self, path: str | Path, fps: float = 25.0, audio: np.ndarray | None = None,
-                 audio_rate: int = 16000, crf: int = DEFAULT_CRF, audio_bitrate: int = 64_000):
+                 audio_rate: int = 16000, crf: int = DEFAULT_CRF, audio_bitrate: int | None = None):
         import av
 
         self.path = Path(path)
@@ -51,9 +56,9 @@ class VideoWriter:
             raise MediaInputError(f"output directory {self.path.parent} does not exist; create it or choose another --out")
         self.fps = _fps_fraction(fps)
         self.crf = crf
-        self.audio_bitrate = audio_bitrate
-        self.audio = None if audio is None else np.clip(np.asarray(audio, np.float32).reshape(-1), -1.0, 1.0)
-        self.audio_rate = int(audio_rate)
+        self.audio, self.audio_rate = _aac_audio(audio, int(audio_rate))
+        channels = 0 if self.audio is None else self.audio.shape[0]
+        self.audio_bitrate = audio_bitrate or AAC_BITRATE_PER_CHANNEL * max(channels, 1)
         try:
             self._container = av.open(str(self.path), mode="w", format="mp4")
         except (OSError, av.FFmpegError) as e:
@@ -69,9 +74,9 @@ class VideoWriter:
         self._video.pix_fmt = "yuv420p"
         self._video.time_base = 1 / self.fps
         self._video.options = {"crf": str(self.crf), "preset": "veryfast"}
-        if self.audio is not None and len(self.audio):
+        if self.audio is not None and self.audio.shape[1]:
             self._astream = self._container.add_stream("aac", rate=self.audio_rate)
-            self._astream.layout = "mono"
+            self._astream.layout = "stereo" if self.audio.shape[0] == 2 else "mono"
             self._astream.bit_rate = self.audio_bitrate
 
     def write(self, frame: np.ndarray) -> None:
@@ -96,10 +101,11 @@ class VideoWriter:
 
         if self._astream is None:
             return
-        until = min(until, len(self.audio))
-        while self._audio_pos + AUDIO_FRAME <= until or (until == len(self.audio) and self._audio_pos < until):
-            block = self.audio[self._audio_pos:self._audio_pos + AUDIO_FRAME][None, :]
-            af = av.AudioFrame.from_ndarray(np.ascontiguousarray(block), format="flt", layout="mono")
+        n = self.audio.shape[1]
+        until = min(until, n)
+        while self._audio_pos + AUDIO_FRAME <= until or (until == n and self._audio_pos < until):
+            block = self.audio[:, self._audio_pos:self._audio_pos + AUDIO_FRAME]
+            af = av.AudioFrame.from_ndarray(np.ascontiguousarray(block), format="fltp", layout=self._astream.layout.name)
             af.sample_rate = self.audio_rate
             af.pts = self._audio_pos
             af.time_base = Fraction(1, self.audio_rate)
@@ -115,7 +121,7 @@ class VideoWriter:
                 for packet in self._video.encode(None):
                     self._container.mux(packet)
             if self._astream is not None:
-                self._push_audio(len(self.audio))
+                self._push_audio(self.audio.shape[1])
                 for packet in self._astream.encode(None):
                     self._container.mux(packet)
         finally:
@@ -128,3 +134,19 @@ class VideoWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _aac_audio(audio: np.ndarray | None, rate: int) -> tuple[np.ndarray | None, int]:
+    """(channels, samples) float32 in [-1, 1] at a rate AAC has, one or two channels."""
+    if audio is None:
+        return None, rate
+    from realtime.audio.io import resample
+
+    a = np.asarray(audio, np.float32)
+    a = a[None, :] if a.ndim == 1 else a
+    if a.shape[0] > 2:
+        a = a.mean(axis=0, keepdims=True)
+    if rate not in AAC_RATES:
+        a = np.stack([resample(c, rate, AAC_FALLBACK_RATE) for c in a])
+        rate = AAC_FALLBACK_RATE
+    return np.clip(a, -1.0, 1.0), rate

@@ -97,6 +97,10 @@ class RealtimeConfig:
             raise ConfigError("renderer: diffusion needs diffusion.unet (LatentSync's latentsync_unet.pt) and "
                               "diffusion.vae (a local diffusers VAE folder); set them in the config or pass "
                               "--unet and --vae to `syncvid serve`")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be 0..65535 (0: any free port), got {self.port}")
+        if self.max_sessions < 1:
+            raise ConfigError(f"max_sessions must be >= 1, got {self.max_sessions}")
         if self.lookahead not in ("full", "low"):
             raise ConfigError(f"lookahead must be 'full' or 'low', got {self.lookahead!r}")
         if self.inference not in ("process", "thread"):

@@ -233,13 +233,14 @@ def check_diffusion_files(d: DiffusionConfig) -> None:
 def build_engine(config: RealtimeConfig, avatar: Any = None) -> Engine:
     """The real engine: embedded (or diffusion) renderer, streaming Whisper encoder, avatar
     (``avatar`` overrides ``config.avatar_dir``; neither: the default avatar)."""
-    from realtime.face.avatar import Avatar, default_avatar
+    from realtime.face.avatar import default_avatar
+    from realtime.face.sources import load_avatar_source
 
     if config.renderer == "diffusion":
         check_diffusion_files(config.diffusion)
 
-    if avatar is None:
-        avatar = Avatar.load(config.avatar_dir) if config.avatar_dir else default_avatar()
+    if avatar is None:  # a prepared folder, or a photo or video prepared now (and cached)
+        avatar = load_avatar_source(config.avatar_dir) if config.avatar_dir else default_avatar()
     if config.inference == "process":
         return _process_engine(config, avatar)
 

@@ -1,6 +1,5 @@
 """The browser page in a real headless Chromium against `syncvid serve` (skipped without chromium)."""
 
-import shutil
 import socket
 import subprocess
 import sys
@@ -10,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian chromium not installed")
+from tests.system_packages import needs
+
+pytestmark = needs("chromium")
 
 WAV = Path(__file__).resolve().parents[1] / "fixtures" / "arctic_a0007.wav"
 

@@ -97,4 +97,6 @@ def test_model_matches_naive_5d_reference():
         ours = model(x, t, audio).sample
         ref = reference_forward(model, x, t, audio)
     assert ref.abs().mean() > 0.05
-    torch.testing.assert_close(ours, ref, atol=2e-5, rtol=2e-5)
+    # fp32 through ~40 layers summed in another order: up to 3.2e-5 apart on some CPUs (AVX-512
+    # kernels), against outputs up to 1.1; a wrong op or weight differs by 1e-2 or more.
+    torch.testing.assert_close(ours, ref, atol=1e-4, rtol=1e-4)

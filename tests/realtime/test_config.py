@@ -56,7 +56,7 @@ def test_cache_root_follows_env(tmp_path, monkeypatch):
 
     from realtime.config import cache_root
     from realtime.face.avatar import default_cache_dir
-    from realtime.render.offline import avatar_cache_dir
+    from realtime.face.sources import avatar_cache_dir
     from realtime.visemes.train import default_cache_dir as visemes_cache_dir
 
     monkeypatch.setenv("SYNCVID_CACHE_DIR", str(tmp_path / "c"))

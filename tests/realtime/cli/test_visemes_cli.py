@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from realtime.cli import main
-from realtime.visemes import espeak
+from tests.system_packages import needs
 
 
-@pytest.mark.skipif(not espeak.available(), reason="libespeak-ng.so.1 (Debian espeak-ng) not installed")
+@needs("espeak-ng")
 def test_train_visemes_end_to_end_tiny(tmp_path):
     cfg = tmp_path / "v.yaml"
     cfg.write_text(

@@ -2,10 +2,11 @@ import numpy as np
 import pytest
 
 from realtime.visemes import espeak
+from tests.system_packages import needs
 from realtime.visemes.dataset import DataConfig, augment, utterance_visemes_ms, voice_lists
 from realtime.visemes.phonemes import PP, VISEMES
 
-pytestmark = pytest.mark.skipif(not espeak.available(), reason="libespeak-ng.so.1 (Debian espeak-ng) not installed")
+pytestmark = needs("espeak-ng")
 
 
 @pytest.fixture(scope="module")

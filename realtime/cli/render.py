@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--steps must be 1..1000, got {args.steps}")
     from realtime.audio.io import load_audio
 
-    samples = load_audio(args.audio)  # a bad audio file fails before any model or avatar work
+    load_audio(args.audio)  # a bad audio file fails before any model or avatar work
     if args.unet:
         renderer, resolution = _diffusion_renderer(args)
     else:
@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     if args.avatar and avatar.resolution != resolution and args.unet:
         raise CLIError(f"avatar {args.avatar} was prepared at {avatar.resolution} px but the UNet config expects "
                        f"{resolution} px; run `syncvid prepare-avatar --resolution {resolution}`")
-    report = render_file(renderer, avatar, samples, args.out, fps=args.fps, chunk=args.chunk, seed=args.seed,
+    report = render_file(renderer, avatar, args.audio, args.out,  # the file: its own rate goes to the output fps=args.fps, chunk=args.chunk, seed=args.seed,
                          whisper=args.whisper, progress=not args.no_progress)
     print(f"wrote {report.out}: {report.frames} frames at {report.fps:g} fps ({report.frames / report.fps:.2f} s), "
           f"{renderer.name} renderer, {report.render_seconds:.1f} s "

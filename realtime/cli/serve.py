@@ -66,6 +66,12 @@ async def _serve(config) -> int:
     from realtime.server.heap import freeze_startup_heap
 
     torch.set_num_threads(1)  # one inference thread; the other core encodes video and runs the loop
+    # Signals from here on stop the server cleanly (one during the model load, once it is done).
+    stop = asyncio.Event()
+    received: list[str] = []
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, lambda s=sig: (received.append(s.name), stop.set()))
     engine = build_engine(config)
     try:
         server = RealtimeServer(config, engine)
@@ -77,11 +83,6 @@ async def _serve(config) -> int:
             raise ServerStartError(bind_error_message(config.host, config.port, e)) from None
         log.info("ready: serving on %s (open it in a browser; WebSocket %sws, metrics %smetrics)",
                  server.url, server.url.replace("http", "ws", 1), server.url)
-        stop = asyncio.Event()
-        received: list[str] = []
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, lambda s=sig: (received.append(s.name), stop.set()))
         try:
             await stop.wait()
             log.info("%s received: closing %d session(s) and stopping", received[0], len(server.sessions))

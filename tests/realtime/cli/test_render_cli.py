@@ -150,3 +150,33 @@ def test_eval_sync_tiny_end_to_end(tmp_path, capsys):
     assert "LSE-D" in capsys.readouterr().out
     scores = json.loads((tmp_path / "s.json").read_text())
     assert scores["windows"] == 5 and len(scores["distances"]) == 5 and -2 <= scores["offset_frames"] <= 2
+
+
+def test_render_keeps_the_input_audio_rate_and_channels(tmp_path, default_avatar, arctic_audio):
+    """The engine reads 16 kHz mono; the file written keeps the speech at 44.1 kHz stereo."""
+    import av
+
+    from realtime.audio.io import resample
+
+    t = np.arange(44100) / 44100
+    left = resample(arctic_audio[:16000], 16000, 44100) + 0.05 * np.sin(2 * np.pi * 12000 * t)  # + a 12 kHz tone
+    right = 0.5 * left
+    wav = tmp_path / "stereo44.wav"
+    wavfile.write(wav, 44100, (np.stack([left, right], axis=1) * 32767).astype(np.int16))
+    out = tmp_path / "out.mp4"
+    assert main(["render", "--avatar", str(default_avatar.directory), "--audio", str(wav), "--out", str(out),
+                 "--no-progress"]) == 0
+    with av.open(str(out)) as c:
+        a = c.streams.audio[0]
+        assert (a.rate, a.channels) == (44100, 2)
+        decoded = np.concatenate([f.to_ndarray() for f in c.decode(audio=0)], axis=1)  # (2, n) planar float
+    assert decoded.shape[1] == pytest.approx(44100, abs=2048)  # 25 frames = 1 s, plus AAC priming
+    # both channels survive as they were: the right one is half the left, not a mix of the two
+    ratio = np.sqrt((decoded[1] ** 2).mean() / (decoded[0] ** 2).mean())
+    assert ratio == pytest.approx(0.5, abs=0.03)
+    # the 12 kHz tone (which 16 kHz audio cannot carry) is still there, at its level
+    def band(x):
+        spectrum = np.abs(np.fft.rfft(x[2048:2048 + 32768] * np.hanning(32768)))
+        return np.sqrt((spectrum[np.abs(np.fft.rfftfreq(32768, 1 / 44100) - 12000) < 30] ** 2).sum())
+
+    assert band(decoded[0]) / band(np.pad(left, (0, 2048))) == pytest.approx(1.0, abs=0.2)

@@ -7,7 +7,7 @@ mel windows to unit vectors; matching windows have high cosine similarity.
 
 Parameter names equal LatentSync's ``stable_syncnet.py`` (checkpoints load strictly): an encoder is
 ``conv_in``, ``down_blocks.{k}`` (ResNet and attention blocks interleaved in one list), ``norm_out``.
-Pure tensor code; loading from files lives in ``realtime.render.sync_eval``.
+Pure tensor code; loading from files lives in ``realtime.evaluate.sync``.
 """
 
 from __future__ import annotations

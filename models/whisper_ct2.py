@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from whisper.model import ModelDimensions
+from whisper.model import ModelDimensions, Whisper
 
 # CTranslate2's DataType enum, in its order.
 _DTYPES = {
@@ -275,8 +275,6 @@ def whisper_from_ct2(data: bytes | bytearray | memoryview, dtype: torch.dtype = 
     ``alignment_heads``: optional (layer, head) pairs for word timestamps (CTranslate2 keeps them
     in ``config.json`` beside ``model.bin``); default whisper's "upper half of the layers".
     """
-    from whisper.model import Whisper
-
     dims, sd = ct2_to_whisper_state_dict(parse_ct2(data))
     np_dtype = {torch.float32: np.float32, torch.float16: np.float16, torch.float64: np.float64}[dtype]
     # numpy's fp16 -> fp32 cast is several times faster than torch's on CPU. (Whisper cannot be

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from realtime.audio.io import SAMPLE_RATE
 from realtime.config import ConfigError, from_dict
 
 
@@ -97,7 +98,7 @@ class UNetDataConfig:
     resolution: int = 256  # face crop size in pixels; latents are resolution / 8
     mask_image_path: str = "latentsync/utils/mask.png"
     mask: str | None = None  # v1.0: "fix_mask"
-    audio_sample_rate: int = 16000
+    audio_sample_rate: int = SAMPLE_RATE
     video_fps: int = 25
     audio_feat_length: list[int] = field(default_factory=lambda: [2, 2])
 

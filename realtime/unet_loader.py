@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Mapping
 
 from realtime.errors import WeightsError
+from realtime.unet_config import load_unet_config
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ class KeyReport:
 
 def compare_keys(checkpoint: Mapping[str, tuple], model: Mapping[str, tuple]) -> KeyReport:
     """checkpoint / model: key -> shape. Checkpoint keys in v1.0 naming are mapped first."""
-    from models.unet import rename_v10_key
+    from models.unet import rename_v10_key  # models.unet imports torch: `syncvid check-weights --help` stays cheap
 
     ckpt = {rename_v10_key(k): tuple(s) for k, s in checkpoint.items()}
     report = KeyReport(num_keys=len(ckpt))
@@ -79,7 +80,7 @@ def build_unet(model_config: dict, device="meta"):
     """UNet3DConditionModel from a ``model:`` section; on the meta device it takes well under a second."""
     import torch
 
-    from models.unet import UNet3DConditionModel
+    from models.unet import UNet3DConditionModel  # the same
 
     with torch.device(device):
         return UNet3DConditionModel.from_config(model_config)
@@ -113,8 +114,6 @@ def read_state_dict(ckpt_path: str | Path) -> dict:
 
 def check_unet_checkpoint(ckpt_path: str | Path, config_path: str | Path) -> KeyReport:
     """Key/shape parity of a checkpoint against the model its config describes (no weights built)."""
-    from realtime.unet_config import load_unet_config
-
     model = build_unet(load_unet_config(config_path).model_dict(), device="meta")
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     sd = read_state_dict(ckpt_path)
@@ -128,8 +127,6 @@ def load_unet(ckpt_path: str | Path, config_path: str | Path, device="cpu", dtyp
     the config. v1.0 checkpoints (``audio_cross_attn`` names) load through the model's pre-hook.
     """
     import torch
-
-    from realtime.unet_config import load_unet_config
 
     config = load_unet_config(config_path)
     model = build_unet(config.model_dict(), device="meta")

@@ -23,14 +23,17 @@ import math
 
 import numpy as np
 
+from realtime.audio.io import SAMPLE_RATE, load_audio
+from realtime.audio.whisper_loader import load_whisper, model_identity
+
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000  # Whisper's input rate
 N_FFT = 400  # 25 ms STFT window
 HOP_LENGTH = 160  # 10 ms between mel frames -> 100 mel frames/s
 MEL_FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH  # 100
 CONV_STRIDE = 2  # the encoder's second conv halves the frame rate
 STEPS_PER_SECOND = MEL_FRAMES_PER_SECOND // CONV_STRIDE  # 50 encoder steps/s, 20 ms each
+STEP_MS = 1000 // STEPS_PER_SECOND  # 20 ms per encoder step
 SAMPLES_PER_STEP = HOP_LENGTH * CONV_STRIDE  # 320
 WINDOW_SECONDS = 30  # Whisper's fixed input length
 WINDOW_MEL_FRAMES = WINDOW_SECONDS * MEL_FRAMES_PER_SECOND  # 3000 mel frames per window
@@ -99,6 +102,7 @@ def log_mel(audio: np.ndarray, n_mels: int = 80, dtype=None):
     mel filters, log10 clamped at 1e-10 and at the clip's max - 8, then (x + 4) / 4), in ``dtype``
     (default float64: see ``compute_features``).
     """
+    # torch and openai-whisper (numba) are heavy: importing this module stays cheap
     import torch
     from whisper.audio import mel_filters
 
@@ -124,10 +128,11 @@ def compute_features(model, audio: np.ndarray, dtype=None) -> np.ndarray:
     values by ~1e-3 depending on the BLAS's summation order; fp64 lands within ~6e-4 of
     LatentSync's fp32 reference on any machine, fp32 here ~1.1e-3. It costs ~2x the time.
     """
+    # torch is heavy (models.whisper_taps imports it): importing this module stays cheap
     import torch
     import torch.nn.functional as F
 
-    from models.whisper_taps import encoder_taps
+    from models.whisper_taps import encoder_taps  # imports torch, as above
 
     dtype = dtype or torch.float64
     encoder = model.encoder
@@ -155,8 +160,6 @@ class Audio2Feature:
     """
 
     def __init__(self, model=None, *, whisper_path=None, device: str = "cpu", cache=None, model_id: str | None = None):
-        from realtime.audio.whisper_loader import load_whisper, model_identity
-
         self.model = model if model is not None else load_whisper(whisper_path, device)
         if cache is not None and model_id is None:
             if model is not None:
@@ -167,8 +170,6 @@ class Audio2Feature:
 
     def audio2feat(self, audio) -> np.ndarray:
         """Path or 16 kHz array -> (T, 5, 384) float32 features (from the cache when present)."""
-        from realtime.audio.io import load_audio
-
         samples = load_audio(audio)
         if self.cache is None:
             return compute_features(self.model, samples)
@@ -186,8 +187,6 @@ class Audio2Feature:
 
     def __call__(self, audio, fps: float) -> tuple[np.ndarray, np.ndarray]:
         """Features and chunks for all ``num_video_frames`` frames of ``audio``."""
-        from realtime.audio.io import load_audio
-
         samples = load_audio(audio)
         feats = self.audio2feat(samples)
         return feats, chunk_features(feats, fps, num_video_frames(len(samples), fps))

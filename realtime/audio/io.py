@@ -40,7 +40,7 @@ def _check_finite(x: np.ndarray, what: str) -> np.ndarray:
 
 def resample(x: np.ndarray, rate: int, target_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Mono float32 ``x`` at ``rate`` -> ``target_rate`` with FFmpeg's default resampler."""
-    import av
+    import av  # PyAV (FFmpeg) is heavy: only resampling and decoding need it
 
     x = np.ascontiguousarray(x, dtype=np.float32)
     if rate == target_rate or x.size == 0:
@@ -105,7 +105,7 @@ def _wav_missing_bytes(path: Path) -> int:
 
 def _decode_native(path: Path) -> tuple[np.ndarray, int]:
     """(channels, samples) float32 at the file's own rate (stereo and more kept as they are)."""
-    import av
+    import av  # PyAV (FFmpeg) is heavy: only decoding needs it
 
     what = _describe(path)
     if not path.exists():

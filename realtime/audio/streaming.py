@@ -32,17 +32,17 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from realtime.audio.features import SAMPLE_RATE, STEPS_PER_SECOND, frame_center_step, num_steps, num_video_frames
+from realtime.audio.features import STEP_MS, STEPS_PER_SECOND, frame_center_step, num_steps, num_video_frames
+from realtime.audio.io import SAMPLE_RATE
+from realtime.audio.streaming_calls import Plan, advance_all
 from realtime.audio.streaming_front import StreamingFrontEnd
 from realtime.audio.streaming_weights import StreamingWeights
 from realtime.errors import AudioInputError
 
 log = logging.getLogger(__name__)
 
-STEP_MS = 1000 // STEPS_PER_SECOND  # 20 ms per encoder step
 # Steps re-encoded behind the newest one (plus the extra look-ahead): 8 measured best per cost
 # (4: -0.02 mean cosine, 16: +0.001 for 1.6x the steps per call).
 DEFAULT_SETTLE_STEPS = 8
@@ -162,6 +162,9 @@ class StreamingAudioEncoder:
     def light(self, on: bool) -> None:
         self.settle_steps = self._full_settle // 2 if on else self._full_settle
 
+    def release(self) -> None:
+        """Nothing to free elsewhere: this encoder's state is in this process (session.encoder)."""
+
     def reset(self) -> None:
         """Drop all pending audio and state; the timeline restarts (next frame is frame 0 and the
         next sample sits at position 0 of a new 30 s window, as a new utterance offline)."""
@@ -226,7 +229,7 @@ class StreamingAudioEncoder:
             self.samples_pushed += x.numel()
 
     def _advance(self) -> list[FrameFeatures]:
-        out = _advance_all([self])[0]
+        out = advance_all([self])[0]
         if isinstance(out, Exception):
             raise out
         return out
@@ -284,7 +287,7 @@ class StreamingAudioEncoder:
         return FrameFeatures(i, block.reshape(-1, block.shape[-1]), self.needed_samples(i), self.samples_pushed)
 
     @torch.inference_mode()
-    def _plan(self, target: int) -> "_Plan":
+    def _plan(self, target: int) -> Plan:
         """The next encoder call: global steps up to ``target`` (inside the current window).
 
         ``cache_k/v`` rows are window positions: settled steps below ``n_settled``, the steps
@@ -298,9 +301,9 @@ class StreamingAudioEncoder:
         assert lo == self.n_settled
         ctx_lo = 0 if self.max_context_steps is None else max(0, lo - self.max_context_steps)
         last = local_end == n_ctx or (self.total_steps is not None and target == self.total_steps - 1)
-        return _Plan(self, target, x, lo, local_end, ctx_lo, min(n_ctx, local_end + self.virtual_future_steps), last)
+        return Plan(self, target, x, lo, local_end, ctx_lo, min(n_ctx, local_end + self.virtual_future_steps), last)
 
-    def _commit(self, plan: "_Plan", taps: Tensor) -> None:
+    def _commit(self, plan: Plan, taps: Tensor) -> None:
         """Store an encoded call's taps and settle the steps that fell far enough behind."""
         N = taps.shape[0]
         self._store_taps(self.start, taps)
@@ -329,53 +332,9 @@ class StreamingAudioEncoder:
             self.taps[: taps.shape[0] - n1] = taps[n1:]
 
 
-@dataclass
-class _Plan:
-    """One stream's share of an encoder call (see ``StreamingAudioEncoder._plan``)."""
-
-    enc: StreamingAudioEncoder
-    target: int
-    x: Tensor  # (N, C) inputs of the unsettled and new steps
-    lo: int  # window position of x's first row (= settled steps)
-    local_end: int
-    ctx_lo: int  # attended keys: window positions [ctx_lo, fut_hi)
-    fut_hi: int
-    last_of_window: bool
-
-
-@torch.inference_mode()
-def encode_plans(w: StreamingWeights, plans: list[_Plan]) -> list[Tensor]:
-    """Runs the encoder blocks for one or several streams at once: the linear layers see all
-    streams' rows in one matmul (these calls are bound by reading the weights, so B streams cost
-    little more than one), attention runs per stream against its own cache. Returns each plan's
-    taps (N_i, n_taps, C)."""
-    H, C = w.n_head, w.width
-    sizes = [p.x.shape[0] for p in plans]
-    x = plans[0].x if len(plans) == 1 else torch.cat([p.x for p in plans])
-    taps = torch.empty(x.shape[0], w.n_taps, C)
-    taps[:, 0] = x
-    for li, layer in enumerate(w.layers):
-        h = F.layer_norm(x, (C,), *layer.ln1, layer.eps)
-        parts = []
-        for p, qkv in zip(plans, layer.qkv(h).split(sizes)):
-            q, k, v = qkv.split(C, dim=-1)
-            n, L = q.shape[0], p.fut_hi - p.ctx_lo
-            p.enc.cache_k[li, p.lo : p.local_end] = k
-            p.enc.cache_v[li, p.lo : p.local_end] = v
-            keys = p.enc.cache_k[li, p.ctx_lo : p.fut_hi].view(1, L, H, C // H).transpose(1, 2)
-            vals = p.enc.cache_v[li, p.ctx_lo : p.fut_hi].view(1, L, H, C // H).transpose(1, 2)
-            a = F.scaled_dot_product_attention(q.float().reshape(1, n, H, C // H).transpose(1, 2), keys, vals)
-            parts.append(a.transpose(1, 2).reshape(n, C))
-        a = parts[0] if len(parts) == 1 else torch.cat(parts)
-        x = x + layer.out(a.to(x.dtype))
-        x = x + layer.mlp2(layer.mlp1(F.layer_norm(x, (C,), *layer.ln2, layer.eps)))
-        taps[:, li + 1] = x
-    return list(taps.split(sizes))
-
-
 def push_many(items: list[tuple[StreamingAudioEncoder, object]]) -> list[list[FrameFeatures] | Exception]:
     """``encoder.push(samples)`` for several streams sharing one ``StreamingWeights``, with their
-    encoder calls batched (``encode_plans``). Same frames as pushing each alone (to bf16 rounding
+    encoder calls batched (``streaming_calls.encode_plans``). Same frames as pushing each alone (to bf16 rounding
     of the batched matmuls). A stream whose samples are bad gets its ``AudioInputError`` in its
     slot of the result, and a stream whose encoder call fails that exception; the others are
     unaffected."""
@@ -388,57 +347,6 @@ def push_many(items: list[tuple[StreamingAudioEncoder, object]]) -> list[list[Fr
             results[k] = e
             continue
         active.append(k)
-    for k, frames in zip(active, _advance_all([items[k][0] for k in active])):
+    for k, frames in zip(active, advance_all([items[k][0] for k in active])):
         results[k] = frames
     return results
-
-
-def _advance_all(encoders: list[StreamingAudioEncoder]) -> list[list[FrameFeatures] | Exception]:
-    """Emits what each encoder can, running encoder calls until none has a step to encode; the
-    streams sharing one ``StreamingWeights`` go through each call together (``encode_plans``).
-
-    If a batched call fails, its streams are encoded one by one (their plans as made, so their
-    front ends are not asked twice), so that only a stream whose own call fails gets the exception,
-    in its slot instead of frames. That stream's front end has moved past audio its encoder never
-    took: it must be ``reset()`` before its next push (the server restarts a stream's encoder after
-    any failed push)."""
-    out: list = [[] for _ in encoders]
-    groups: dict[int, list[int]] = {}
-    for k, enc in enumerate(encoders):
-        groups.setdefault(id(enc.weights), []).append(k)
-    for ks in groups.values():
-        while ks:
-            plans, nxt = [], []
-            for k in ks:
-                enc = encoders[k]
-                out[k] += enc._emit_ready()
-                target = enc._next_target()
-                if target is not None:
-                    plans.append(enc._plan(target))
-                    nxt.append(k)
-            if not plans:
-                break
-            weights = plans[0].enc.weights
-            try:
-                results = encode_plans(weights, plans)
-            except Exception as e:
-                if len(plans) == 1:
-                    results = [e]
-                else:
-                    log.exception("batched encoder call for %d streams failed; encoding them one by one", len(plans))
-                    results = [_encode_alone(weights, plan) for plan in plans]
-            ks = []
-            for k, plan, taps in zip(nxt, plans, results):
-                if isinstance(taps, Exception):
-                    out[k] = taps
-                else:
-                    plan.enc._commit(plan, taps)
-                    ks.append(k)
-    return out
-
-
-def _encode_alone(weights: StreamingWeights, plan: _Plan) -> Tensor | Exception:
-    try:
-        return encode_plans(weights, [plan])[0]
-    except Exception as e:
-        return e

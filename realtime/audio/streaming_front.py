@@ -35,7 +35,7 @@ class StreamingFrontEnd:
     """
 
     def __init__(self, weights):
-        from whisper.audio import mel_filters
+        from whisper.audio import mel_filters  # openai-whisper imports numba: loaded with the first encoder
 
         encoder = weights.encoder
         self.weights = weights

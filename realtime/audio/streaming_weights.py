@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from models.whisper_taps import block_forward, encoder_taps
+
 log = logging.getLogger(__name__)
 
 
@@ -63,8 +65,6 @@ class StreamingWeights:
     of the all-padding window (the virtual future). Build once, pass to many encoders."""
 
     def __init__(self, model, dtype: torch.dtype | None = None):
-        from models.whisper_taps import block_forward, encoder_taps
-
         encoder = getattr(model, "encoder", model)
         self.encoder = encoder
         if dtype is None:  # bf16 where the CPU computes it natively: ~2x less CPU, cosine -0.0005

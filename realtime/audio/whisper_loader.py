@@ -80,7 +80,7 @@ def _is_ct2(path: Path) -> bool:
 
 
 def _load_ct2(path: Path):
-    from models.whisper_ct2 import CT2FormatError, whisper_from_ct2
+    from models.whisper_ct2 import CT2FormatError, whisper_from_ct2  # torch, whisper: stays lazy
 
     heads = None
     config = path.with_name("config.json")
@@ -96,8 +96,8 @@ def _load_ct2(path: Path):
 
 
 def _load_pt(path: Path):
-    import torch
-    from whisper.model import ModelDimensions, Whisper
+    import torch  # heavy: only when a checkpoint is loaded
+    from whisper.model import ModelDimensions, Whisper  # openai-whisper imports torch and numba
 
     try:
         ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
@@ -118,7 +118,7 @@ def _load_pt(path: Path):
 
 @functools.lru_cache(maxsize=4)
 def _load_cached(path_key: str | None, device: str):
-    import torch
+    import torch  # heavy: only when a model is loaded
 
     path = _resolve(path_key)
     with torch.inference_mode(False):

@@ -18,8 +18,18 @@ from __future__ import annotations
 
 import json
 import logging
+import platform
+import resource
 import time
+import tracemalloc
 from pathlib import Path
+
+import numpy as np
+
+from realtime.audio.features import chunk_features, compute_features, num_video_frames
+from realtime.audio.io import SAMPLE_RATE, load_audio
+from realtime.audio.whisper_loader import load_whisper
+from realtime.cli import CLIError
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +52,6 @@ def add_arguments(p) -> None:
 
 
 def _clips(paths):
-    import numpy as np
-
-    from realtime.audio.io import load_audio
-    from realtime.cli import CLIError
-
     if paths:
         return {Path(p).stem: load_audio(p) for p in paths}
     missing = [n for n in DEFAULT_CLIPS if not (FIXTURES / n).is_file()]
@@ -54,14 +59,12 @@ def _clips(paths):
         raise CLIError(f"default clips {missing} not found in {FIXTURES}; pass speech files with --audio")
     clips = {Path(n).stem: load_audio(FIXTURES / n) for n in DEFAULT_CLIPS}
     gap = np.zeros(4800, np.float32)  # 0.3 s pauses; 35 s crosses the 30 s window boundary
-    long = np.concatenate([x for _ in range(6) for c in clips.values() for x in (c, gap)])[: 35 * 16000]
+    long = np.concatenate([x for _ in range(6) for c in clips.values() for x in (c, gap)])[: 35 * SAMPLE_RATE]
     clips["concat35s"] = long
     return clips
 
 
 def _cosines(a, b):
-    import numpy as np
-
     a = a.reshape(len(a), -1).astype(np.float64)
     b = b.reshape(len(b), -1).astype(np.float64)
     return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
@@ -69,13 +72,12 @@ def _cosines(a, b):
 
 def stream_once(weights, audio, fps=25.0, push_ms=PUSH_MS, **kw):
     """Stream ``audio`` in ``push_ms`` pushes; returns (blocks (N, rows, C), stats dict)."""
-    import numpy as np
-    import torch
+    import torch  # torch is heavy; `syncvid --help` imports this module
 
-    from realtime.audio.streaming import StreamingAudioEncoder
+    from realtime.audio.streaming import StreamingAudioEncoder  # imports torch
 
     enc = StreamingAudioEncoder(weights, fps=fps, **kw)
-    step = int(16000 * push_ms / 1000)
+    step = int(SAMPLE_RATE * push_ms / 1000)
     frames, cpu, delays, beyond = [], 0.0, [], []
     done = 0.0  # simulated time the previous push finished
     for start in range(0, len(audio), step):
@@ -84,10 +86,10 @@ def stream_once(weights, audio, fps=25.0, push_ms=PUSH_MS, **kw):
         out = enc.push(chunk)
         dt = time.thread_time() - t0
         cpu += dt
-        arrival = (start + len(chunk)) / 16000
+        arrival = (start + len(chunk)) / SAMPLE_RATE
         done = max(arrival, done) + dt
         for f in out:
-            need_chunk_end = min(len(audio), -(-f.needed_samples // step) * step) / 16000
+            need_chunk_end = min(len(audio), -(-f.needed_samples // step) * step) / SAMPLE_RATE
             delays.append(done - need_chunk_end)
             beyond.append(done - (f.index / fps + enc.lookahead_ms / 1000))
         frames += out
@@ -95,13 +97,11 @@ def stream_once(weights, audio, fps=25.0, push_ms=PUSH_MS, **kw):
     frames += enc.flush()
     cpu += time.thread_time() - t0
     blocks = torch.stack([f.features for f in frames]).numpy() if frames else np.zeros((0,))
-    stats = dict(cpu_s=cpu, duration_s=len(audio) / 16000, delays=delays, beyond=beyond, calls=enc.encoder_calls, steps=enc.steps_encoded)
+    stats = dict(cpu_s=cpu, duration_s=len(audio) / SAMPLE_RATE, delays=delays, beyond=beyond, calls=enc.encoder_calls, steps=enc.steps_encoded)
     return blocks, stats
 
 
 def _measure(weights, clips, offline, repeats, **kw):
-    import numpy as np
-
     fid, cpu_runs, delays, beyond, per_step = {}, [], [], [], []
     for r in range(repeats):
         cpu = dur = 0.0
@@ -132,15 +132,10 @@ def _measure(weights, clips, offline, repeats, **kw):
 
 
 def _memory(weights, minutes):
-    import resource
-    import tracemalloc
-
-    import numpy as np
-
-    from realtime.audio.streaming import StreamingAudioEncoder
+    from realtime.audio.streaming import StreamingAudioEncoder  # imports torch
 
     rng = np.random.default_rng(0)
-    second = (rng.standard_normal(16000) * 0.1).astype(np.float32)
+    second = (rng.standard_normal(SAMPLE_RATE) * 0.1).astype(np.float32)
     # hop_frames=5 keeps a 10-minute run short; buffer sizes do not depend on the hop.
     enc = StreamingAudioEncoder(weights, hop_frames=5)
     rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # noqa: E731 (MB, Linux: KB)
@@ -164,13 +159,9 @@ def _memory(weights, minutes):
 
 
 def run(args) -> int:
-    import platform
+    import torch  # torch is heavy; `syncvid --help` imports this module
 
-    import torch
-
-    from realtime.audio.features import chunk_features, compute_features, num_video_frames
-    from realtime.audio.streaming import StreamingWeights
-    from realtime.audio.whisper_loader import load_whisper
+    from realtime.audio.streaming import StreamingWeights  # imports torch
 
     torch.set_num_threads(1)
     extras = [float(x) for x in args.extra_ms.split(",") if x.strip()]
@@ -187,7 +178,7 @@ def run(args) -> int:
             rows.append(dict(setting="rolling cache", extra_ms=extra, hop_frames=hop, dtype=str(weights.dtype), **r))
             log.info("extra %g ms, hop %d: done", extra, hop)
     if args.light:
-        from realtime.audio.streaming import DEFAULT_SETTLE_STEPS
+        from realtime.audio.streaming import DEFAULT_SETTLE_STEPS  # imports torch
 
         r = _measure(weights, clips, offline, args.repeats, settle_steps=DEFAULT_SETTLE_STEPS // 2)
         rows.append(dict(setting="light (server degraded)", extra_ms=0.0, hop_frames=1, dtype=str(weights.dtype), **r))
@@ -202,7 +193,7 @@ def run(args) -> int:
         date=time.strftime("%Y-%m-%d"),
         machine=f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} thread, torch {torch.__version__}",
         push_ms=PUSH_MS,
-        clips={n: round(len(a) / 16000, 2) for n, a in clips.items()},
+        clips={n: round(len(a) / SAMPLE_RATE, 2) for n, a in clips.items()},
         rows=rows,
         memory=memory,
     )

@@ -10,13 +10,13 @@ import logging
 import os
 import time
 
-from realtime.bench.realtime import BURST_S, CALIBRATE_S, GAP_S, http_json, probe_server, start_server, stop_process
+from realtime.bench.loopback import BURST_S, CALIBRATE_S, GAP_S, http_json, probe_server, start_server, stop_process
 
 log = logging.getLogger(__name__)
 
 
 async def capacity(port: int, box, n: int, seconds: float, bursts, options: dict) -> dict:
-    from clients.webrtc_peer import WebRTCPeer
+    from clients.webrtc_peer import WebRTCPeer  # aiortc is heavy; `syncvid --help` imports this module
 
     peers = [WebRTCPeer(f"ws://127.0.0.1:{port}/ws", options=options, keep_video=False) for _ in range(n)]
     for p in peers:

@@ -14,7 +14,18 @@ import asyncio
 import json
 import logging
 
+import av
 import numpy as np
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+from websockets.asyncio.server import serve
+
+from realtime.face.avatar import default_avatar
+from realtime.render.embedded import EmbeddedRenderer
+from realtime.render.mouth_warp import MouthParams
+from realtime.server.webrtc.audio_receive import install_direct_audio_receive, receiver_of
+from realtime.server.webrtc.media import AudioOutputTrack, VideoOutputTrack
+from realtime.session.audio import AUDIO_OUT_RATE, MediaClock
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +35,6 @@ LOUD_RMS = 10 ** (-35 / 20)  # a speech packet; quieter is silence
 def echo_frames(avatar, jaw_open: float = 0.7) -> tuple[np.ndarray, np.ndarray]:
     """The echo's two frames, drawn once by the embedded renderer (no idle motion): mouth at rest,
     and mouth open as wide as speech opens it, so a landmark detector reads both like the engine's."""
-    from realtime.render.embedded import EmbeddedRenderer
-    from realtime.render.mouth_warp import MouthParams
-
     r = EmbeddedRenderer(idle=False)
     state = r.new_state(0)
     rest = r.render_params(avatar, 0, MouthParams(), state)
@@ -35,14 +43,6 @@ def echo_frames(avatar, jaw_open: float = 0.7) -> tuple[np.ndarray, np.ndarray]:
 
 
 async def serve_echo(host: str, port: int) -> None:
-    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-    from aiortc.mediastreams import MediaStreamError
-    from websockets.asyncio.server import serve
-
-    from realtime.face.avatar import default_avatar
-    from realtime.server.audio_receive import install_direct_audio_receive, receiver_of
-    from realtime.server.media import (AUDIO_OUT_RATE, AudioOutputTrack, MediaClock, VideoOutputTrack)
-
     avatar = default_avatar()
     rest, opened = echo_frames(avatar)
 
@@ -53,8 +53,6 @@ async def serve_echo(host: str, port: int) -> None:
         clock = MediaClock()
 
         async def drain(track) -> None:
-            import av
-
             resampler = av.AudioResampler(format="s16", layout="mono", rate=AUDIO_OUT_RATE)
             while True:
                 try:

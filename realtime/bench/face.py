@@ -14,6 +14,10 @@ import time
 
 import numpy as np
 
+from realtime.bench.timing import median_seconds
+from realtime.face.geometry import AffineTracker, FaceGeometry, paste_back, paste_mask, warp_face
+from realtime.face.landmarks import FaceMeshDetector, facemesh_alignment_points
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=30, help="timed repeats per measurement")
@@ -23,22 +27,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _median_ms(fn, repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1e3
+    return median_seconds(fn, repeats, warmup) * 1e3
 
 
 def run(args: argparse.Namespace) -> int:
+    # heavy (OpenCV, scikit-image): `syncvid --help` imports this module
     import cv2
     import skimage.data
-
-    from realtime.face.geometry import AffineTracker, FaceGeometry, paste_back, paste_mask, warp_face
-    from realtime.face.landmarks import FaceMeshDetector, facemesh_alignment_points
 
     cv2.setNumThreads(1)
     img = skimage.data.astronaut()

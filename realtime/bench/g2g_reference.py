@@ -20,6 +20,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from realtime.audio.io import SAMPLE_RATE
+from realtime.audio.whisper_loader import load_whisper
+from realtime.bench.mouth_open import opening_series
+from realtime.face.avatar import default_avatar
+from realtime.visemes.windows import WINDOWS
+
 LEAD_S = 1.0  # silence before the onset: frame 25 starts at the onset
 TAIL_S = 0.4
 PUSH = 640  # 40 ms at 16 kHz, the server's packet cadence
@@ -38,15 +44,12 @@ def content_delays(bursts: list[np.ndarray], lookahead: str, box, jump: float, f
     """Seconds from each burst's onset (48 kHz int16, as the probe plays them) to its first
     mouth-open frame, rendered offline; NaN when the mouth never opens past ``jump`` or the delay
     is ambiguous."""
+    # heavy (scipy.signal, torch, OpenCV, numba): `syncvid --help` imports this module
     from scipy.signal import resample_poly
 
     from realtime.audio.streaming import StreamingAudioEncoder, StreamingWeights
-    from realtime.audio.whisper_loader import load_whisper
-    from realtime.bench.mouth_open import opening_series
-    from realtime.face.avatar import default_avatar
     from realtime.render.embedded import EmbeddedRenderer
-    from realtime.server.timeline import GATE_CONTEXT_S
-    from realtime.visemes.windows import WINDOWS
+    from realtime.session.encoder_feed import GATE_CONTEXT_S  # the session package takes ~30 ms to import
 
     avatar = default_avatar()
     weights = StreamingWeights(load_whisper())
@@ -63,13 +66,13 @@ def content_delays(bursts: list[np.ndarray], lookahead: str, box, jump: float, f
             x = resample_poly(b.astype(np.float32) / 32768.0, 1, 3).astype(np.float32)
             delays = []
             for phase in PHASES_S:  # live, the onset falls anywhere in a frame: average over where
-                audio = np.concatenate([np.zeros(int((LEAD_S + phase) * 16000), np.float32), x,
-                                        np.zeros(int(TAIL_S * 16000), np.float32)])
+                audio = np.concatenate([np.zeros(int((LEAD_S + phase) * SAMPLE_RATE), np.float32), x,
+                                        np.zeros(int(TAIL_S * SAMPLE_RATE), np.float32)])
                 # After the probe's silent gap the server has gated its encoder; it restarts it on the
                 # frame grid GATE_CONTEXT_S before the onset, with a fresh window: so does this.
                 first = int(np.floor((LEAD_S + phase - GATE_CONTEXT_S) * fps))
                 enc = StreamingAudioEncoder(weights, fps=fps, extra_lookahead_ms=0, block=(w.past, w.future))
-                series = _opening(audio[round(first * 16000 / fps):], enc, renderer, avatar, box)  # frame first + k
+                series = _opening(audio[round(first * SAMPLE_RATE / fps):], enc, renderer, avatar, box)  # frame first + k
                 k_on = onset - first
                 base = float(np.nanmedian([rest_open, *series[: max(0, k_on - 3)]]))
                 k = first_open(series, max(0, k_on - 3), base + jump)
@@ -98,8 +101,6 @@ def first_open(series: np.ndarray, start: int, threshold: float) -> int | None:
 def _opening(audio: np.ndarray, enc, renderer, avatar, box) -> np.ndarray:
     """Mouth opening per frame of ``audio`` (16 kHz) through the live pipeline (a fresh streaming
     encoder ``enc``), without a clock."""
-    from realtime.bench.mouth_open import opening_series
-
     feats = {}
     for s in range(0, len(audio) - PUSH + 1, PUSH):
         for f in enc.push(audio[s : s + PUSH]):

@@ -20,8 +20,11 @@ import argparse
 import json
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
+
+from realtime.face.landmarks import FaceMeshDetector
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def speech_like_params(n: int, seed: int = 0):
     """Seeded parameter track: syllable-rate jaw motion, occasional bilabials, rounding, a blink."""
+    # OpenCV and numba (via mouth_warp) are heavy; `syncvid --help` imports this module
     from realtime.render.mouth_warp import MouthParams
 
     rng = np.random.default_rng(seed)
@@ -55,11 +59,11 @@ def _median_ms(samples: list[float]) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
+    # heavy (OpenCV, scikit-image, torch, numba); `syncvid --help` imports this module
     import cv2
     import skimage.data
     import torch
 
-    from realtime.face.landmarks import FaceMeshDetector
     from realtime.render.idle import IdleMotion
     from realtime.render.mouth_interior import MouthInterior
     from realtime.render.mouth_warp import FaceRig
@@ -123,8 +127,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _viseme_timing(directory: str | None) -> dict[str, float]:
-    from pathlib import Path
-
+    # heavy (OpenCV, numba, the viseme model's torch)
     from realtime.render.embedded import EmbeddedRenderer
 
     out = {}

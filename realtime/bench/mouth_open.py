@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from realtime.face.landmarks import INNER_LIP_BOTTOM, INNER_LIP_TOP, MOUTH_CORNERS
+from realtime.face.landmarks import INNER_LIP_BOTTOM, INNER_LIP_TOP, MOUTH_CORNERS, FaceMeshDetector
 
 
 def face_box(avatar, margin: float = 0.35) -> tuple[slice, slice]:
@@ -33,8 +33,6 @@ def opening(landmarks: np.ndarray) -> float:
 
 def opening_series(crops: list[np.ndarray]) -> np.ndarray:
     """Mouth opening per crop (gray (H, W) or RGB uint8), in order; NaN where no face is found."""
-    from realtime.face.landmarks import FaceMeshDetector
-
     out = np.full(len(crops), np.nan)
     with FaceMeshDetector(static=False) as det:
         for k, c in enumerate(crops):

@@ -18,13 +18,17 @@ from pathlib import Path
 import torch
 import yaml
 
+from models.unet import UNet3DConditionModel, tiny_config
+from models.unet.motion_module import SinusoidalPositionalEncoding
+from models.vae import sd_vae_ft_mse, tiny_autoencoder_kl
+from realtime.config import REPO_ROOT
+from realtime.unet_config import load_unet_config
+
 log = logging.getLogger(__name__)
 
 
 def unet_config_path(name: str) -> Path:
     """``configs/unet/<name>.yaml``; a clear error listing the shipped names otherwise."""
-    from realtime.config import REPO_ROOT
-
     folder = REPO_ROOT / "configs" / "unet"
     path = folder / f"{name}.yaml"
     if not path.is_file():
@@ -35,10 +39,6 @@ def unet_config_path(name: str) -> Path:
 
 def random_unet(name: str, device: str = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0):
     """A random-init UNet3DConditionModel of a named config, in eval mode, on ``device``."""
-    from models.unet import UNet3DConditionModel, tiny_config
-    from models.unet.motion_module import SinusoidalPositionalEncoding
-    from realtime.unet_config import load_unet_config
-
     if name == "tiny":
         model = UNet3DConditionModel.from_config(tiny_config()).randomize_(seed)
         return torch.nn.Module.to(model, device, dtype).eval()
@@ -61,9 +61,6 @@ def write_random_diffusion(name: str, out_dir: str | Path, seed: int = 0) -> dic
     casts to the serving dtype), the UNet's YAML and ``vae/`` (sd-vae-ft-mse's architecture, or the
     tiny test VAE for "tiny") into ``out_dir``; returns the paths as ``diffusion.unet``,
     ``diffusion.unet_config`` and ``diffusion.vae`` take them. stage2 is ~2.5 GB on disk."""
-    from models.unet import tiny_config
-    from models.vae import sd_vae_ft_mse, tiny_autoencoder_kl
-
     config = None if name == "tiny" else unet_config_path(name)  # an unknown name fails before writing
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

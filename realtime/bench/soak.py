@@ -28,6 +28,11 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
+
+from realtime.bench.loopback import FIXTURE, http_json, speech_bursts, start_server, stop_process
+from realtime.cli import CLIError
+
 log = logging.getLogger(__name__)
 
 ENDINGS = ("close", "drop", "interrupt", "ice")
@@ -90,8 +95,6 @@ def verdict(samples: list[dict], sessions_per_wave: int) -> dict:
     """Growth per 100 sessions over the second half of the run: the least-squares slope of each
     sampled figure against sessions done, from the middle sample on (the first half is warm-up:
     first allocations, caches and pools filling)."""
-    import numpy as np
-
     if len(samples) < 4:
         raise ValueError("need at least 3 waves to tell growth from warm-up (raise --sessions)")
     half = samples[(len(samples) - 1) // 2:]
@@ -112,7 +115,7 @@ def peak_growth(samples: list[dict]) -> dict:
 
 async def one_session(port: int, burst, ending: str, seconds: float, seed: int) -> dict:
     """A session that speaks, then ends the ``ending`` way. Returns what it saw."""
-    from clients.webrtc_peer import WebRTCPeer
+    from clients.webrtc_peer import WebRTCPeer  # aiortc is heavy; `syncvid --help` imports this module
 
     peer = WebRTCPeer(f"ws://127.0.0.1:{port}/ws", options={"seed": seed}, keep_video=False)
     try:
@@ -138,8 +141,6 @@ async def one_session(port: int, burst, ending: str, seconds: float, seed: int) 
 
 async def wait_sessions(port: int, n: int, limit: float) -> float | None:
     """Seconds until /healthz counts ``n`` sessions or fewer; None if it does not within ``limit``."""
-    from realtime.bench.realtime import http_json
-
     t0 = time.monotonic()
     while time.monotonic() - t0 < limit:
         if http_json(port, "/healthz")["sessions"] <= n:
@@ -149,14 +150,12 @@ async def wait_sessions(port: int, n: int, limit: float) -> float | None:
 
 
 async def run_async(args) -> dict:
-    from realtime.bench.realtime import FIXTURE, http_json, speech_bursts, start_server, stop_process
-
     bursts = speech_bursts(str(FIXTURE), 8)
     port, server = start_server(argparse.Namespace(max_sessions=args.concurrency, server_config=args.server_config))
     waves: list[dict] = []
     errors: list[str] = []
     try:
-        from tqdm import tqdm
+        from tqdm import tqdm  # `syncvid --help` imports this module: only a run loads tqdm
 
         samples = [sample(server.pid)]
         done, k = 0, 0
@@ -232,8 +231,6 @@ def print_report(r: dict) -> None:
 
 
 def run(args) -> int:
-    from realtime.cli import CLIError
-
     if args.concurrency < 1 or args.session_seconds <= 0:
         raise CLIError("--concurrency must be >= 1 and --session-seconds > 0")
     if args.sessions < 3 * args.concurrency:

@@ -15,6 +15,7 @@ at 256 px and stage2_512 at 512 px. Weights are random (timing does not depend o
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import statistics
@@ -34,13 +35,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _model(name: str, device: str, dtype):
-    from realtime.bench.random_weights import random_unet
+    from realtime.bench.random_weights import random_unet  # torch, diffusers; `syncvid --help` imports this
 
     return random_unet(name, device, dtype)
 
 
 def _time_case(model, batch: int, frames: int, latent: int, device: str, dtype, repeats: int) -> dict:
-    import torch
+    import torch  # torch is heavy; `syncvid --help` imports this module
 
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 13, frames, latent, latent, generator=gen).to(device, dtype)
@@ -76,9 +77,7 @@ def _time_case(model, batch: int, frames: int, latent: int, device: str, dtype, 
 
 
 def run(args: argparse.Namespace) -> int:
-    import gc
-
-    import torch
+    import torch  # torch is heavy; `syncvid --help` imports this module
 
     cases = []
     threads = [int(t) for t in args.threads.split(",") if t]

@@ -5,7 +5,7 @@
 With --video, that video is measured. Without it, the audio is first rendered onto the avatar (default:
 the astronaut) with the embedded renderer through the same path as `syncvid render`, and the avatar's
 closed reading is measured on its rest frames encoded the same way. Prints correlation, best lag and
-silent-frame closure (see ``realtime.render.lipsync_eval``) and whether the issue's bar is met.
+silent-frame closure (see ``realtime.evaluate.lipsync``) and whether the issue's bar is met.
 """
 
 from __future__ import annotations
@@ -45,11 +45,11 @@ def _render(args, out_path: str) -> float:
     """Renders the audio with the embedded renderer; returns the avatar's closed reading."""
     import numpy as np
 
+    from realtime.evaluate.lipsync import measure_gaps, read_video
     from realtime.face.avatar import default_avatar
+    from realtime.offline.render_file import load_or_prepare_avatar, render_file
+    from realtime.offline.video_writer import VideoWriter
     from realtime.render.embedded import EmbeddedRenderer
-    from realtime.render.lipsync_eval import measure_gaps, read_video
-    from realtime.render.offline import load_or_prepare_avatar, render_file
-    from realtime.render.video_writer import VideoWriter
 
     if args.image or args.avatar:
         avatar = load_or_prepare_avatar(image=args.image, avatar_dir=args.avatar, progress=False)
@@ -71,9 +71,9 @@ def _render(args, out_path: str) -> float:
 
 def _render_oracle(renderer, avatar, args, out_path: str) -> None:
     from realtime.audio.features import num_video_frames
-    from realtime.render.lipsync_eval import align_phones, implied_opening, transcribe
+    from realtime.evaluate.lipsync import align_phones, implied_opening, transcribe
+    from realtime.offline.video_writer import VideoWriter
     from realtime.render.mouth_warp import MouthParams
-    from realtime.render.video_writer import VideoWriter
 
     samples = args.samples
     n = num_video_frames(len(samples), 25.0)
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
 
     from realtime.audio.io import load_audio
     from realtime.errors import AudioInputError
-    from realtime.render.lipsync_eval import evaluate_video, pad_with_room_tone
+    from realtime.evaluate.lipsync import evaluate_video, pad_with_room_tone
 
     try:
         args.samples = pad_with_room_tone(load_audio(args.audio), args.pad_silence)

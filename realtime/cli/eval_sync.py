@@ -34,8 +34,8 @@ def run(args: argparse.Namespace) -> int:
 
     from realtime.audio.io import load_audio
     from realtime.cli import CLIError
+    from realtime.evaluate.sync import evaluate, load_syncnet
     from realtime.face.avatar import prepare_avatar
-    from realtime.render.sync_eval import evaluate, load_syncnet
 
     if args.max_offset < 0:
         raise CLIError(f"--max-offset must be >= 0, got {args.max_offset}")

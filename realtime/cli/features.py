@@ -47,13 +47,8 @@ def _streaming(model, samples, fps: float, chunk_ms: float, extra_lookahead_ms: 
     """Push ``samples`` in ``chunk_ms`` pieces; rebuild (T, 5, C) from the emitted blocks."""
     import numpy as np
 
-    from realtime.audio.features import (
-        SAMPLE_RATE,
-        STEPS_PER_BLOCK,
-        frame_step_indices,
-        num_steps,
-        num_video_frames,
-    )
+    from realtime.audio.features import STEPS_PER_BLOCK, frame_step_indices, num_steps, num_video_frames
+    from realtime.audio.io import SAMPLE_RATE
     from realtime.cli import CLIError
 
     try:
@@ -93,7 +88,7 @@ def run(args) -> int:
 
     from realtime.audio.cache import FeatureCache
     from realtime.audio.features import Audio2Feature, chunk_features, num_video_frames
-    from realtime.audio.io import load_audio
+    from realtime.audio.io import SAMPLE_RATE, load_audio
     from realtime.audio.whisper_loader import load_whisper, model_identity
     from realtime.cli import CLIError
 
@@ -118,6 +113,6 @@ def run(args) -> int:
         np.savez(f, features=features, chunks=chunks)
     log.info(
         "%s: %.2f s of audio -> features %s, chunks %s at %g fps (load %.2f s, features %.2f s) -> %s",
-        args.audio, len(samples) / 16000, features.shape, chunks.shape, args.fps, t_load - t0, t_feat - t_load, out,
+        args.audio, len(samples) / SAMPLE_RATE, features.shape, chunks.shape, args.fps, t_load - t0, t_feat - t_load, out,
     )
     return 0

@@ -68,7 +68,7 @@ def _diffusion_renderer(args):
 
 def run(args: argparse.Namespace) -> int:
     from realtime.cli import CLIError
-    from realtime.render.offline import load_or_prepare_avatar, render_file
+    from realtime.offline.render_file import load_or_prepare_avatar, render_file
 
     if not 1 <= args.chunk <= 16:
         raise CLIError(f"--chunk must be 1..16 frames, got {args.chunk}")

@@ -63,7 +63,7 @@ async def _serve(config) -> int:
 
     from realtime.server.app import RealtimeServer
     from realtime.server.engine import build_engine
-    from realtime.server.heap import freeze_startup_heap
+    from realtime.heap import freeze_startup_heap
 
     torch.set_num_threads(1)  # one inference thread; the other core encodes video and runs the loop
     # Signals from here on stop the server cleanly (one during the model load, once it is done).

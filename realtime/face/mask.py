@@ -74,7 +74,7 @@ def mask_image(name: str = "mask") -> np.ndarray:
 
 @functools.lru_cache(maxsize=8)
 def _fixed_mask_cached(resolution: int, name: str) -> np.ndarray:
-    import cv2
+    import cv2  # OpenCV is heavy: the face package imports cheaply
 
     img = mask_image(name)
     if resolution != MASK_SIZE:

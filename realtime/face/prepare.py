@@ -1,24 +1,20 @@
 """Avatar preparation: detect landmarks once per frame, align, crop, and store everything on disk.
 
 Frames stream from the decoder straight into ``.npy`` files, so a long video never has to fit in
-memory. The directory is written under a temporary name and renamed into place at the end, so readers
-(and concurrent preparations of the same directory) never see a half-written avatar.
+memory. ``write_track`` fills a fresh directory; ``realtime.face.avatar.prepare_avatar`` writes it
+under a temporary name and renames it into place, so readers never see a half-written avatar.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
-import time
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 
 from realtime.errors import MediaInputError, WeightsError
-from realtime.face.avatar import META_FILE, Avatar, AvatarMeta
+from realtime.face.avatar_meta import META_FILE, AvatarMeta
 from realtime.face.geometry import FILL_VALUE, AffineTracker, FaceGeometry, warp_face
 from realtime.face.landmarks import NUM_FACEMESH_POINTS, FaceMeshDetector, make_detector
 from realtime.face.mask import fixed_mask
@@ -60,56 +56,16 @@ class NpyStreamWriter:
         self._f.close()
 
 
-def prepare(source: str | Path | np.ndarray, out_dir: str | Path, kind: str = "video", resolution: int = 256,
-            vae: Any = None, max_frames: int | None = None, progress: bool = True, detector: str = "facemesh",
-            replace: bool = True, source_name: str | None = None) -> Avatar:
-    if kind not in ("video", "image"):
-        raise ValueError(f"kind must be 'video' or 'image', got {kind!r}")
-    if resolution not in (256, 512):
-        raise ValueError(f"resolution must be 256 or 512 (LatentSync's crops), got {resolution}")
-    if isinstance(vae, (str, Path)):
-        vae = load_vae(vae)  # fail on a bad VAE directory before the slow landmark pass
-    out_dir = Path(out_dir)
-    if out_dir.is_dir() and not (out_dir / META_FILE).is_file() and any(out_dir.iterdir()):
-        raise MediaInputError(f"{out_dir} exists and is not an avatar directory: choose an empty or new --out")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        meta = _compute(source, tmp, kind, resolution, max_frames, progress, detector)
-        if source_name:
-            meta.source = source_name
-        if vae is not None:
-            meta.latents = _encode_latents(vae, tmp, meta, progress)
-        (tmp / META_FILE).write_text(meta.to_json())
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; an avatar is ordinary user data
-        _publish(tmp, out_dir, replace)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return Avatar.load(out_dir)
-
-
-def _publish(tmp: Path, out_dir: Path, replace: bool = True) -> None:
-    """Renames the finished directory into place; an existing avatar there is replaced, or, with
-    ``replace=False`` (cache fills racing each other), kept when it loads."""
-    if out_dir.exists() and not replace:
-        try:
-            Avatar.load(out_dir)
-            return
-        except MediaInputError:
-            pass
-    if out_dir.exists():
-        if not (out_dir / META_FILE).is_file() and any(out_dir.iterdir()):
-            raise MediaInputError(f"{out_dir} exists and is not an avatar directory: choose an empty or new --out")
-        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}-{time.monotonic_ns()}")
-        os.rename(out_dir, old)
-        shutil.rmtree(old, ignore_errors=True)
-    try:
-        os.rename(tmp, out_dir)
-    except OSError:
-        # another process published the same directory first (concurrent first use): keep theirs
-        if not (out_dir / META_FILE).is_file():
-            raise
+def write_track(source: str | Path | np.ndarray, directory: Path, kind: str, resolution: int, vae: Any,
+                max_frames: int | None, progress: bool, detector: str, source_name: str | None) -> AvatarMeta:
+    """Writes the face track of ``source`` and its ``avatar.json`` into the empty ``directory``."""
+    meta = _compute(source, directory, kind, resolution, max_frames, progress, detector)
+    if source_name:
+        meta.source = source_name
+    if vae is not None:
+        meta.latents = _encode_latents(vae, directory, meta, progress)
+    (directory / META_FILE).write_text(meta.to_json())
+    return meta
 
 
 def _source_frames(source, kind: str, max_frames: int | None):
@@ -130,8 +86,8 @@ def _source_frames(source, kind: str, max_frames: int | None):
 
 def _compute(source, tmp: Path, kind: str, resolution: int, max_frames: int | None, progress: bool,
              detector_name: str) -> AvatarMeta:
-    import cv2
-    from tqdm import tqdm
+    import cv2  # heavy; realtime.face.avatar imports this module and must stay light
+    from tqdm import tqdm  # only a preparation shows progress
 
     frames_iter, expected, name, fps = _source_frames(source, kind, max_frames)
     geometry = FaceGeometry(resolution)
@@ -210,7 +166,7 @@ def load_vae(path: str | Path):
 def _encode(vae: Any, images):
     """Scaled latents of (N, 3, H, W) images in [-1, 1]: the shared encoder when present (same convention)."""
     try:
-        from models.vae import encode_latents
+        from models.vae import encode_latents  # imports torch and diffusers: only with a VAE
     except ImportError:
         encode_latents = None
     if encode_latents is not None:
@@ -225,8 +181,8 @@ def _encode(vae: Any, images):
 
 def _encode_latents(vae: Any, tmp: Path, meta: AvatarMeta, progress: bool, batch: int = 8) -> dict[str, Any]:
     """Stores [reference, masked] latents per frame, as LatentSync's pipeline feeds its UNet."""
-    import torch
-    from tqdm import tqdm
+    import torch  # only preparations with a VAE need it
+    from tqdm import tqdm  # only a preparation shows progress
 
     crops = np.load(tmp / "crops.npy", mmap_mode="r")
     mask = torch.from_numpy(fixed_mask(meta.resolution, meta.mask).astype(np.float32))

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from realtime.config import cache_root
 from realtime.errors import MediaInputError
-from realtime.face.avatar import META_FILE, Avatar, prepare_avatar
+from realtime.face.avatar import Avatar, prepare_avatar
+from realtime.face.avatar_meta import META_FILE
 
 log = logging.getLogger(__name__)
 

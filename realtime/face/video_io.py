@@ -22,7 +22,7 @@ TRACK_FPS = 25  # LatentSync re-encodes every reference video to 25 fps; its aud
 
 def read_image(path: str | Path) -> np.ndarray:
     """Reads a still image as RGB uint8 (H, W, 3); grey and RGBA inputs are converted."""
-    import cv2
+    import cv2  # OpenCV is heavy: the face package imports cheaply
 
     path = Path(path)
     if not path.is_file():
@@ -49,7 +49,7 @@ def read_image(path: str | Path) -> np.ndarray:
 
 def video_info(path: str | Path) -> tuple[float, float | None, int | None]:
     """(native fps, duration in seconds or None, frame count or None) of a video's first video stream."""
-    import av
+    import av  # PyAV (FFmpeg) is heavy: imported on first use
 
     path = Path(path)
     _check_exists(path)
@@ -94,7 +94,7 @@ def _check_exists(path: Path) -> None:
 
 
 def _decode_av(path: Path, fps: float | None, max_frames: int | None) -> Iterator[np.ndarray]:
-    import av
+    import av  # PyAV (FFmpeg) is heavy: imported on first use
 
     try:
         container = av.open(str(path))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -18,20 +18,58 @@ MAX_CHUNK = 16  # LatentSync's UNet covers 16 frames per call; the embedded path
 # Per-frame audio block: 10 Whisper encoder steps x 5 taps, flattened step-major -> (50, 384).
 AUDIO_BLOCK_SHAPE = (50, 384)
 
+# The renderer hint of a session's degradation level: "low" samples fewer diffusion steps,
+# "lighter" hands the diffusion path's frames to the embedded renderer; the embedded one ignores it.
+Quality = Literal["full", "low", "lighter"]
+
+
+class AvatarFrames(Protocol):
+    """What sessions and the renderer interface read of an avatar (``face.avatar.Avatar``)."""
+
+    def frame(self, i: int) -> np.ndarray:
+        """(H, W, 3) uint8 RGB of avatar frame ``i`` (any i >= 0: the track loops)."""
+
+    def source_index(self, i: int) -> int:
+        """The stored frame that frame ``i`` shows."""
+
+    def has_face(self, i: int) -> bool: ...
+
 
 @dataclass
 class RenderState:
-    """Per-session renderer state (smoothing history, RNG, idle-motion phase). Never shared."""
+    """Per-session renderer state. Never shared. A renderer that keeps more (smoothing history,
+    idle-motion phase, a CUDA stream) subclasses it and makes it in ``new_state``."""
 
     seed: int = 0
-    data: dict[str, Any] = field(default_factory=dict)
+    quality: Quality = "full"  # set by the session before each chunk
+    deadline: float = 0.0  # monotonic seconds of the chunk's first slot (a remote renderer serves EDF)
+    remote_id: int | None = None  # the state lives in the inference process under this id
+
+
+@dataclass(frozen=True)
+class FrameEvent:
+    """What a renderer knows of a frame besides its pixels, for avatar-SDK clients."""
+
+    frame: int  # avatar frame index
+    face: bool = True  # False: no face was found there, the frame passed through
+    visemes: dict[str, float] | None = None  # the 15 viseme probabilities (visemes.phonemes.VISEMES)
+    blendshapes: dict[str, float] | None = None  # ARKit blendshape weights
 
 
 @dataclass
 class RenderedChunk:
     frames: list[np.ndarray]  # each (H, W, 3) uint8 RGB, full avatar frame size
-    # Optional per-frame side outputs (viseme probabilities, blendshape weights) for avatar SDK clients.
-    events: list[dict[str, Any]] = field(default_factory=list)
+    events: list[FrameEvent] = field(default_factory=list)  # one per frame where the renderer has them
+
+
+@dataclass
+class ChunkRequest:
+    """One session's chunk in a multi-session batch (``BatchRenderer.render_batch``)."""
+
+    avatar: AvatarFrames
+    frame_indices: np.ndarray
+    audio_blocks: np.ndarray
+    state: RenderState
 
 
 class Renderer(ABC):
@@ -46,20 +84,31 @@ class Renderer(ABC):
     @abstractmethod
     def render_chunk(
         self,
-        avatar: Any,  # realtime.face.avatar.Avatar
+        avatar: AvatarFrames,
         frame_indices: np.ndarray,  # (N,) int, indices into the (ping-pong looped) avatar track
         audio_blocks: np.ndarray,  # (N, 50, 384) float32, or (N, S, 384) for low-latency windows
         state: RenderState,
     ) -> RenderedChunk:
         """Renders N = len(frame_indices) frames, 1 <= N <= MAX_CHUNK."""
 
-    def rest_frame(self, avatar: Any, frame_index: int, state: RenderState) -> np.ndarray:
+    def rest_frame(self, avatar: AvatarFrames, frame_index: int, state: RenderState) -> np.ndarray:
         """Frame with the mouth closed and at rest (silence); default: the avatar frame itself."""
         return avatar.frame(frame_index)
 
-    def warm_up(self, avatar: Any) -> None:
+    def warm_up(self, avatar: AvatarFrames) -> None:
         """Loads models and compiles kernels now (a server start), not on a session's first frame."""
         self.rest_frame(avatar, 0, self.new_state(0))
+
+    def release(self, state: RenderState) -> None:
+        """Frees what a closed session's state holds outside this process (nothing by default)."""
+
+
+@runtime_checkable
+class BatchRenderer(Protocol):
+    """A renderer that serves several sessions' chunks in one call (the diffusion renderer: one
+    UNet batch); the inference process batches for it."""
+
+    def render_batch(self, requests: list[ChunkRequest]) -> list[RenderedChunk]: ...
 
 
 def check_chunk(frame_indices: np.ndarray, audio_blocks: np.ndarray) -> None:

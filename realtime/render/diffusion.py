@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import inspect
 import logging
 import threading
 from collections import OrderedDict
@@ -32,8 +33,12 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from models.vae import decode_latents, encode_latents, vae_scale_factor
-from realtime.render.base import RenderedChunk, Renderer, RenderState, check_chunk
+from realtime.errors import WeightsError
+from realtime.face.mask import fixed_mask
+from realtime.render.base import ChunkRequest, FrameEvent, RenderedChunk, Renderer, RenderState, check_chunk
 from realtime.render.samplers import SamplerConfig, initial_noise, sample_latents
+from realtime.render.vae_loader import load_vae
+from realtime.unet_loader import load_unet
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +46,9 @@ LATENT_CACHE_FRAMES = 2048  # reference + masked latents of this many distinct c
 
 
 @dataclass
-class ChunkRequest:
-    """One session's chunk in a multi-session batch (``DiffusionRenderer.render_batch``)."""
-
-    avatar: Any
-    frame_indices: np.ndarray
-    audio_blocks: np.ndarray
-    state: RenderState
+class DiffusionState(RenderState):
+    cuda_stream: Any = None  # on CUDA each session's work runs on its own stream
+    fallback: RenderState | None = None  # the lighter renderer's state for this session (quality "lighter")
 
 
 def _unet_sample(out: Any) -> torch.Tensor:
@@ -69,8 +70,6 @@ class DiffusionRenderer(Renderer):
         use_avatar_latents: bool = True,
     ):
         if unet is None or vae is None:
-            from realtime.errors import WeightsError
-
             raise WeightsError("the diffusion renderer needs LatentSync's UNet checkpoint and a VAE: build it with "
                                "DiffusionRenderer.from_files(unet_ckpt, unet_yaml, vae_dir) (CLI: --unet, --config, --vae)")
         self.unet = unet.eval()
@@ -91,10 +90,6 @@ class DiffusionRenderer(Renderer):
     def from_files(cls, unet_ckpt: str, unet_config: str, vae_dir: str | None, sampler: SamplerConfig | None = None,
                    device: str | None = None) -> "DiffusionRenderer":
         """LatentSync's UNet checkpoint + its YAML + a local VAE folder; fp16 on CUDA, fp32 on CPU."""
-        from realtime.errors import WeightsError
-        from realtime.render.vae_loader import load_vae
-        from realtime.unet_loader import load_unet
-
         if not vae_dir:
             raise WeightsError(
                 f"the UNet checkpoint {unet_ckpt} needs a VAE: pass --vae DIR, a local diffusers-format folder "
@@ -109,8 +104,8 @@ class DiffusionRenderer(Renderer):
 
     def new_state(self, seed: int = 0) -> RenderState:
         """On CUDA a session's work runs on its own stream (``render_batch``)."""
-        data = {"cuda_stream": torch.cuda.Stream(device=self.device)} if self.device.type == "cuda" else {}
-        return RenderState(seed=int(seed), data=data)
+        stream = torch.cuda.Stream(device=self.device) if self.device.type == "cuda" else None
+        return DiffusionState(seed=int(seed), cuda_stream=stream)
 
     def render_chunk(self, avatar, frame_indices, audio_blocks, state) -> RenderedChunk:
         return self.render_batch([ChunkRequest(avatar, frame_indices, audio_blocks, state)])[0]
@@ -124,14 +119,14 @@ class DiffusionRenderer(Renderer):
         for k, req in enumerate(requests):
             idx = np.asarray(req.frame_indices, dtype=np.int64)
             check_chunk(idx, np.asarray(req.audio_blocks))
-            if self.fallback is not None and req.state.data.get("quality") == "lighter":
+            if self.fallback is not None and req.state.quality == "lighter":
                 results[k] = self._render_lighter(req)
                 continue
-            has_face = getattr(req.avatar, "has_face", lambda i: True)
-            faces = np.array([p for p, i in enumerate(idx) if has_face(int(i))], dtype=np.int64)
+            faces = np.array([p for p, i in enumerate(idx) if req.avatar.has_face(int(i))], dtype=np.int64)
             # Frames without a detectable face pass through unchanged (counted by the caller's metrics).
             results[k] = RenderedChunk(frames=[np.array(req.avatar.frame(int(i))) for i in idx],
-                                       events=[{"face": bool(p in set(faces.tolist()))} for p in range(len(idx))])
+                                       events=[FrameEvent(int(i), face=bool(p in set(faces.tolist())))
+                                               for p, i in enumerate(idx)])
             if len(faces):
                 work.append((k, faces))
         groups: dict[tuple[int, int, int], list[tuple[int, np.ndarray]]] = {}  # by (frames, crop size, steps)
@@ -151,7 +146,8 @@ class DiffusionRenderer(Renderer):
                 seeds.append(req.state.seed)
                 masks.append(_avatar_mask(req.avatar, crops[-1].shape[1]))
             sampler = self.sampler if steps == self.sampler.steps else dataclasses.replace(self.sampler, steps=steps)
-            with _on_stream(requests[items[0][0]].state.data.get("cuda_stream")):
+            first_state = requests[items[0][0]].state
+            with _on_stream(first_state.cuda_stream if isinstance(first_state, DiffusionState) else None):
                 launched.append((items, self._launch(crops, audios, seeds, masks, stored, sampler)))
         for items, pending in launched:
             for (k, faces), new_crops in zip(items, self._finish(pending)):
@@ -165,14 +161,14 @@ class DiffusionRenderer(Renderer):
         """A session at the top degradation level: its frames from the lighter ``fallback``
         renderer (the embedded one without idle motion, so the frame around the mouth stays the
         avatar's, as in this renderer's frames), with that renderer's own state for the session."""
-        state = req.state.data.get("fallback_state")
+        state = req.state.fallback
         if state is None:
-            state = req.state.data["fallback_state"] = self.fallback.new_state(req.state.seed)
+            state = req.state.fallback = self.fallback.new_state(req.state.seed)
         return self.fallback.render_chunk(req.avatar, req.frame_indices, req.audio_blocks, state)
 
     def _steps_for(self, state: RenderState) -> int:
         """Sampling steps for a session: fewer while its scheduler has degraded it (quality "low")."""
-        if state.data.get("quality") == "low" and self.low_quality_steps:
+        if state.quality == "low" and self.low_quality_steps:
             return min(self.sampler.steps, self.low_quality_steps)
         return self.sampler.steps
 
@@ -206,8 +202,6 @@ class DiffusionRenderer(Renderer):
     def _launch(self, crops, audio, seeds, masks, latents, sampler: SamplerConfig) -> tuple:
         """Queues ``render_crops``' device work on the current stream; ``_finish`` waits for it.
         On CPU everything happens here."""
-        from realtime.face.mask import fixed_mask
-
         b = len(crops)
         f, r = crops[0].shape[0], crops[0].shape[1]
         assert all(c.shape == (f, r, r, 3) for c in crops), "all chunks must be (F, R, R, 3) with one F and R"
@@ -284,8 +278,6 @@ class DiffusionRenderer(Renderer):
         return _unet_sample(self.unet(x, t, encoder_hidden_states=audio))
 
     def _supports_deep_cache(self) -> bool:
-        import inspect
-
         if "supports" not in self._deep_cache_meta:
             params = inspect.signature(self.unet.forward).parameters
             self._deep_cache_meta["supports"] = "cache_branch_id" in params and "deep_cache" in params
@@ -340,8 +332,6 @@ def _to_host_async(x: torch.Tensor) -> torch.Tensor:
 
 
 def _avatar_mask(avatar: Any, resolution: int) -> np.ndarray:
-    from realtime.face.mask import fixed_mask
-
     m = getattr(avatar, "mask", None)
     if m is None or np.asarray(m).shape[:2] != (resolution, resolution):
         return fixed_mask(resolution)

@@ -20,19 +20,24 @@ import logging
 import threading
 import weakref
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
 import numpy as np
 
-from realtime.render.base import MAX_CHUNK, RenderedChunk, Renderer, RenderState, check_chunk
+from realtime.audio.features import Audio2Feature, chunk_features, num_video_frames
+from realtime.audio.io import load_audio
+from realtime.render.base import MAX_CHUNK, FrameEvent, RenderedChunk, Renderer, RenderState, check_chunk
+from realtime.render.easing import smoothstep
 from realtime.render.idle import IdleMotion, move_frame, moved_box
 from realtime.render.mouth_interior import MouthInterior
 from realtime.render.mouth_warp import FaceRig, MouthParams
+from realtime.visemes.phonemes import VISEMES
+from realtime.visemes.runtime import VisemePredictor
 
 log = logging.getLogger(__name__)
 
-VISEMES = ("sil", "PP", "FF", "TH", "DD", "kk", "CH", "SS", "nn", "RR", "aa", "E", "ih", "oh", "ou")
 RIG_CACHE = 256  # rigs kept per avatar (a video's ping-pong track revisits frames; ~1.5 MB each at 256)
 # Deformed face regions kept by (source frame, exact parameters): a listening avatar shows the same
 # closed mouth frame after frame (rest frames cost 2.6 -> ~0.9 ms on a photo avatar), and quantised
@@ -46,11 +51,6 @@ BILABIAL_SEAL = (0.3, 0.7)  # p(PP) range over which the lips are pressed shut
 PARAM_DECIMALS = 4
 
 
-def _smoothstep(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    t = np.clip((x - lo) / (hi - lo), 0, 1)
-    return t * t * (3 - 2 * t)
-
-
 def params_from_prediction(probs: np.ndarray, shapes: np.ndarray, names: list[str]) -> list[MouthParams]:
     """Per-frame mouth parameters from the viseme model's outputs.
 
@@ -59,8 +59,8 @@ def params_from_prediction(probs: np.ndarray, shapes: np.ndarray, names: list[st
     speech this follows the phones better than subtracting it (correlation 0.70 vs 0.67 on
     arctic_a0007). Silence (p(sil)) and bilabials (p(PP)) close the lips whatever the regressor says."""
     probs = np.asarray(probs, np.float64)
-    speech = _smoothstep(1 - probs[:, 0], *SPEECH_GATE)
-    seal = _smoothstep(probs[:, VISEMES.index("PP")], *BILABIAL_SEAL)
+    speech = smoothstep(1 - probs[:, 0], *SPEECH_GATE)
+    seal = smoothstep(probs[:, VISEMES.index("PP")], *BILABIAL_SEAL)
     out = []
     for k in range(len(probs)):
         p = MouthParams.from_blendshapes(names, shapes[k])
@@ -83,8 +83,6 @@ class VisemeModel:
     once (``VisemePredictor.load`` caches them); each session's state is its own ``VisemePredictor``."""
 
     def __init__(self, kind: str, weights: str | None = None):
-        from realtime.visemes.runtime import VisemePredictor
-
         self.kind = kind
         self.weights = weights  # None: the checkpoint shipped in models/weights
         proto = VisemePredictor.load(kind, weights)  # fails early, naming the file, if the weights are missing
@@ -94,8 +92,6 @@ class VisemeModel:
         assert tuple(proto.viseme_names) == VISEMES, proto.viseme_names
 
     def new_state(self):
-        from realtime.visemes.runtime import VisemePredictor
-
         return VisemePredictor.load(self.kind, self.weights)
 
     def predict(self, blocks: np.ndarray, state) -> tuple[np.ndarray, np.ndarray]:
@@ -104,10 +100,18 @@ class VisemeModel:
 
     def blocks(self, features: np.ndarray, fps: float, num_frames: int) -> np.ndarray:
         """Per-frame blocks of whole-clip features (T, 5, 384) for this model's look-ahead window."""
-        from realtime.visemes.features import frame_steps
+        from realtime.visemes.features import frame_steps  # imports torch: only offline rendering needs it
 
         idx = np.clip(frame_steps(self.window, num_frames, fps), 0, len(features) - 1)
         return np.ascontiguousarray(features[idx].reshape(num_frames, self.block_rows, features.shape[-1]))
+
+
+@dataclass
+class EmbeddedState(RenderState):
+    """A session's idle motion (head sway, blinks on photos) and viseme-model state."""
+
+    idle: IdleMotion | None = None
+    visemes: Any = None  # VisemePredictor's recurrent state, made on the first chunk
 
 
 class EmbeddedRenderer(Renderer):
@@ -137,9 +141,9 @@ class EmbeddedRenderer(Renderer):
             self._predictor = VisemeModel(self.lookahead, self.weights)
         return self._predictor
 
-    def new_state(self, seed: int = 0) -> RenderState:
+    def new_state(self, seed: int = 0) -> EmbeddedState:
         # The predictor's state is created on the first chunk, so parameter-only use needs no model.
-        return RenderState(seed=seed, data={"idle": IdleMotion(seed)})
+        return EmbeddedState(seed=seed, idle=IdleMotion(seed))
 
     # ---- per avatar frame ------------------------------------------------------------------------
     def rig(self, avatar: Any, frame_index: int) -> tuple[FaceRig, MouthInterior] | None:
@@ -158,15 +162,15 @@ class EmbeddedRenderer(Renderer):
         return entry
 
     # ---- rendering --------------------------------------------------------------------------------
-    def render_params(self, avatar: Any, frame_index: int, params: MouthParams, state: RenderState) -> np.ndarray:
+    def render_params(self, avatar: Any, frame_index: int, params: MouthParams, state: EmbeddedState) -> np.ndarray:
         """One output frame (H, W, 3) uint8 for explicit mouth parameters (SDK clients, tests)."""
         frame = np.asarray(avatar.frame(frame_index))
         entry = self.rig(avatar, frame_index)
         photo = bool(getattr(avatar, "is_photo", False)) and self.idle
         t = frame_index / float(getattr(avatar, "fps", 25.0) or 25.0)
-        idle: IdleMotion | None = state.data.get("idle")
-        if idle is None:  # (not setdefault: that would build one per frame)
-            idle = state.data["idle"] = IdleMotion(state.seed)
+        idle = state.idle
+        if idle is None:
+            idle = state.idle = IdleMotion(state.seed)
         if entry is None:
             return frame.copy()  # no face in this frame: passed through unchanged
         rig, interior = entry
@@ -236,7 +240,7 @@ class EmbeddedRenderer(Renderer):
             while len(per_avatar) > limit:
                 per_avatar.popitem(last=False)
 
-    def rest_frame(self, avatar: Any, frame_index: int, state: RenderState) -> np.ndarray:
+    def rest_frame(self, avatar: Any, frame_index: int, state: EmbeddedState) -> np.ndarray:
         return self.render_params(avatar, frame_index, MouthParams(), state)
 
     def warm_up(self, avatar: Any) -> None:
@@ -247,40 +251,36 @@ class EmbeddedRenderer(Renderer):
         self.rest_frame(avatar, 0, state)
         self.render_params(avatar, 0, MouthParams(jawOpen=0.5), state)
 
-    def predict(self, audio_blocks: np.ndarray, state: RenderState) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    def predict(self, audio_blocks: np.ndarray, state: EmbeddedState) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """(N, 15) viseme probabilities, (N, K) blendshapes and their names; advances the model state."""
-        if "visemes" not in state.data:
-            state.data["visemes"] = self.predictor.new_state()
-        probs, shapes = self.predictor.predict(audio_blocks, state.data["visemes"])
+        if state.visemes is None:
+            state.visemes = self.predictor.new_state()
+        probs, shapes = self.predictor.predict(audio_blocks, state.visemes)
         return np.asarray(probs), np.asarray(shapes), list(self.predictor.blendshape_names)
 
     def render_chunk(self, avatar: Any, frame_indices: np.ndarray, audio_blocks: np.ndarray,
-                     state: RenderState) -> RenderedChunk:
+                     state: EmbeddedState) -> RenderedChunk:
         check_chunk(frame_indices, audio_blocks)
         probs, shapes, names = self.predict(audio_blocks, state)
         params = params_from_prediction(probs, shapes, names)
         frames, events = [], []
         for k, (i, p) in enumerate(zip(np.asarray(frame_indices).tolist(), params)):
             frames.append(self.render_params(avatar, int(i), p, state))
-            events.append({
-                "frame": int(i),
-                "visemes": dict(zip(VISEMES, probs[k].astype(float).tolist())),
-                "blendshapes": dict(zip(names, shapes[k].astype(float).tolist())),
-            })
+            events.append(FrameEvent(
+                frame=int(i), face=bool(avatar.has_face(int(i))),
+                visemes=dict(zip(VISEMES, probs[k].astype(float).tolist())),
+                blendshapes=dict(zip(names, shapes[k].astype(float).tolist()))))
         return RenderedChunk(frames, events)
 
 
 def _source_index(avatar: Any, frame_index: int) -> int:
-    return avatar.source_index(frame_index) if hasattr(avatar, "source_index") else int(frame_index)
+    return avatar.source_index(frame_index)
 
 
 def render_embedded(avatar: Any, audio: Any, fps: float = 25.0, seed: int = 0,
                     renderer: EmbeddedRenderer | None = None, progress: Any = None) -> list[np.ndarray]:
     """Renders a whole clip (path or 16 kHz samples) with the embedded renderer: one frame per video
     frame of the audio, for ``syncvid render`` and the lip-sync evaluation."""
-    from realtime.audio.features import Audio2Feature, chunk_features, num_video_frames
-    from realtime.audio.io import load_audio
-
     samples = load_audio(audio)
     renderer = renderer or EmbeddedRenderer()
     n = num_video_frames(len(samples), fps)

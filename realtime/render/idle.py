@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from realtime.render.easing import smoothstep
+
 # FaceMesh eyelid contours, corner to corner, as (upper, lower) pairs facing each other.
 EYES = (
     ([246, 161, 160, 159, 158, 157, 173], [7, 163, 144, 145, 153, 154, 155], (33, 133)),
@@ -51,9 +53,8 @@ def eyelid_mode(lm: np.ndarray) -> np.ndarray:
 
 def _blink_profile(dt: np.ndarray) -> np.ndarray:
     """Closure in [0, 1] at dt seconds after a blink starts."""
-    s = lambda x: np.clip(x, 0, 1) ** 2 * (3 - 2 * np.clip(x, 0, 1))  # noqa: E731 smoothstep
-    closing = s(dt / BLINK_CLOSE_S)
-    opening = 1 - s((dt - BLINK_CLOSE_S - BLINK_HOLD_S) / BLINK_OPEN_S)
+    closing = smoothstep(dt / BLINK_CLOSE_S, 0.0, 1.0)
+    opening = 1 - smoothstep((dt - BLINK_CLOSE_S - BLINK_HOLD_S) / BLINK_OPEN_S, 0.0, 1.0)
     return np.where(dt < 0, 0.0, np.minimum(closing, opening))
 
 

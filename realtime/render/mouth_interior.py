@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from realtime.render.easing import smoothstep
 from realtime.render.mouth_warp import LOWER_INNER, UPPER_INNER, FaceRig, MouthParams
 
 DEFAULT_TEETH_RGB = (238.0, 221.0, 210.0)  # warm off-white; next to pink lips a neutral white reads green-grey
@@ -25,11 +26,6 @@ UPPER_TEETH_H = 0.15  # visible upper incisor height / mouth width
 LOWER_TEETH_H = 0.07
 SEAM_DARKEN = 0.35  # how much darker the line between closed lips is than the lips
 TOOTH_EDGES_U = (0.0, 0.21, -0.21, 0.4, -0.4)  # gaps between teeth, in corner units
-
-
-def _smoothstep(x: np.ndarray | float, lo: float, hi: float) -> np.ndarray:
-    t = np.clip((np.asarray(x, np.float32) - lo) / max(hi - lo, 1e-6), 0, 1)
-    return t * t * (3 - 2 * t)
 
 
 @dataclass
@@ -87,14 +83,14 @@ class MouthInterior:
         xc = float(up[5, 0] + lo[5, 0]) / 2
         u = np.clip((xs - xc) / (0.5 * float(np.linalg.norm(q[308] - q[78])) + 1e-3), -1, 1)[None]
         t = np.clip((ys - y_up) / h, 0, 1)  # 0 at the upper lip, 1 at the lower lip
-        openness = float(_smoothstep(gap_c, 0.0, 0.35 * W))
+        openness = float(smoothstep(gap_c, 0.0, 0.35 * W, np.float32))
 
         # Cavity: darkest at the back, i.e. in the middle of a wide opening.
         depth = (1 - (2 * t - 1) ** 2) * (1 - u**2) * openness
         layer = CAVITY_EDGE_RGB + (CAVITY_BACK_RGB - CAVITY_EDGE_RGB) * np.sqrt(depth)[..., None]
 
         # Tongue: a low, rounded hump resting behind the lower teeth.
-        tongue_a = float(_smoothstep(gap_c, 0.12 * W, 0.32 * W))
+        tongue_a = float(smoothstep(gap_c, 0.12 * W, 0.32 * W, np.float32))
         if tongue_a > 0:
             yc, ay = y_lo - 0.18 * h, 0.35 * h
             e = 1 - (u / 0.5) ** 2 - ((ys - yc) / ay) ** 2
@@ -103,18 +99,18 @@ class MouthInterior:
             layer += (TONGUE_RGB * shade[..., None] - layer) * a[..., None]
 
         # Lower teeth: a shadowed hint above the lower lip, only when open wide.
-        low_a = float(_smoothstep(gap_c, 0.18 * W, 0.4 * W))
+        low_a = float(smoothstep(gap_c, 0.18 * W, 0.4 * W, np.float32))
         if low_a > 0:
             band = LOWER_TEETH_H * W * np.sqrt(1 - u**2)
-            a = _smoothstep(ys - (y_lo - band), 0, 1.2) * low_a * 0.5
-            a = a * (1 - _smoothstep(np.abs(u), 0.35, 0.7))
+            a = smoothstep(ys - (y_lo - band), 0, 1.2, np.float32) * low_a * 0.5
+            a = a * (1 - smoothstep(np.abs(u), 0.35, 0.7, np.float32))
             layer += (self.teeth_rgb * 0.62 - layer) * a[..., None]
 
         # Upper teeth, carried by the upper lip (the upper jaw does not move when speaking).
         band = UPPER_TEETH_H * W * np.sqrt(1 - u**2) + 0.5
         dy = ys - y_up
-        a_up = 1 - _smoothstep(dy - band, -0.6, 0.6)
-        a_up = a_up * (1 - _smoothstep(np.abs(u), 0.78, 0.98))
+        a_up = 1 - smoothstep(dy - band, -0.6, 0.6, np.float32)
+        a_up = a_up * (1 - smoothstep(np.abs(u), 0.78, 0.98, np.float32))
         shade = (0.72 + 0.28 * (1 - u**2)) * (1 - 0.3 * np.exp(-dy / (0.035 * W)))
         for eu in TOOTH_EDGES_U:  # faint gaps between teeth; fades down the tooth
             shade = shade * (1 - 0.07 * np.exp(-(((u - eu) * W / 2) / 0.6) ** 2) * (0.4 + 0.6 * t))
@@ -137,7 +133,7 @@ class MouthInterior:
     def _lip_seam(work: np.ndarray, q: np.ndarray, gap_c: float, W: float) -> None:
         """Closed lips meet in a soft dark line; drawing it hides the resampled seam where they were
         pulled together (and the corner pockets of a smile). Fades out as the lips part."""
-        strength = SEAM_DARKEN * (1 - float(_smoothstep(gap_c, 0.0, 0.12 * W)))
+        strength = SEAM_DARKEN * (1 - float(smoothstep(gap_c, 0.0, 0.12 * W, np.float32)))
         if strength <= 0.01:
             return
         line = np.concatenate([q[[61]], (q[UPPER_INNER] + q[LOWER_INNER]) / 2, q[[291]]])

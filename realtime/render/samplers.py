@@ -65,7 +65,7 @@ def latentsync_scheduler_config() -> dict:
 
 def make_scheduler(cfg: SamplerConfig):
     """A fresh scheduler (schedulers are stateful: one per sampling call) with timesteps set."""
-    from diffusers import DDIMScheduler, LCMScheduler, TCDScheduler
+    from diffusers import DDIMScheduler, LCMScheduler, TCDScheduler  # diffusers: slow import, sampling only
 
     base = latentsync_scheduler_config()
     base.pop("skip_prk_steps", None)  # a PNDM-only key in LatentSync's file; the others warn about it

@@ -37,6 +37,7 @@ def vae_class_name(vae_dir: str | Path) -> str:
 
 def load_vae(vae_dir: str | Path, device: str = "cpu", dtype=None):
     """Loads the VAE in ``vae_dir`` in eval mode on ``device`` (fp32 unless ``dtype`` is given)."""
+    # torch and diffusers are heavy: importing this module (and vae_class_name) stays cheap
     import torch
     from diffusers import AutoencoderKL, AutoencoderTiny
 

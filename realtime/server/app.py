@@ -21,12 +21,12 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from realtime.heap import PauseWatch, Sweeper
+from realtime.metrics import ServerMetrics
 from realtime.server import protocol as P
 from realtime.server.config import RealtimeConfig
-from realtime.server.engine import Engine
-from realtime.server.heap import PauseWatch, Sweeper
-from realtime.server.metrics import ServerMetrics
-from realtime.server.session import SessionError, WebRTCSession
+from realtime.server.webrtc.session import SessionError, WebRTCSession
+from realtime.session.shared import Engine
 
 log = logging.getLogger(__name__)
 
@@ -126,11 +126,11 @@ class RealtimeServer:
             ss = list(self.sessions)
             m.sessions.set(len(ss))
             m.output_fps.set(sum(s.output_fps() for s in ss))
-            m.audio_queue.set(sum(s.scheduler.audio_backlog_s for s in ss))
-            m.frame_queue.set(sum(len(s.scheduler.ready) for s in ss))
+            m.audio_queue.set(sum(s.live.audio_backlog_s for s in ss))
+            m.frame_queue.set(sum(len(s.live.frames.ready) for s in ss))
             m.worker_queue.set(self.engine.worker.depth)
-            m.degrade_level.set(max((s.scheduler.level for s in ss), default=0))
-            m.av_offset.set(ss[-1].scheduler.av_offset_s if ss else 0.0)  # no session: no offset to report
+            m.degrade_level.set(max((s.live.level for s in ss), default=0))
+            m.av_offset.set(ss[-1].live.av_offset_s if ss else 0.0)  # no session: no offset to report
             self._drain_gc_pauses()
 
     def _drain_gc_pauses(self) -> None:
@@ -204,11 +204,11 @@ class RealtimeServer:
                        for k in ("sent", "rendered", "rest", "late", "repeated", "dropped")},
             "skipped_slots": sum(s.video.skipped for s in self.sessions),
             "output_fps": round(m.output_fps.value, 2),
-            "degrade_level_max": max((s.scheduler.level for s in self.sessions), default=0),
-            "av_offset_ms": [round(s.scheduler.av_offset_s * 1000, 2) for s in self.sessions],
-            "kinds": [dict(s.scheduler.counts) for s in self.sessions],
+            "degrade_level_max": max((s.live.level for s in self.sessions), default=0),
+            "av_offset_ms": [round(s.live.av_offset_s * 1000, 2) for s in self.sessions],
+            "kinds": [dict(s.live.counts) for s in self.sessions],
             # what each session aims at now: its budget less the light-load cut (engine.LoadWatch)
-            "latency_target_ms": [round((s.budget_s - s.scheduler.cut_s) * 1000, 1) for s in self.sessions],
+            "latency_target_ms": [round((s.budget_s - s.live.grid.cut_s) * 1000, 1) for s in self.sessions],
         }
         if reset:
             for h in (lat, rt, m.encode_time, m.packet_lateness, m.push_wait, m.push_round_trip, m.frame_slack,

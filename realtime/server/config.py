@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from realtime.config import CONFIG_DIR, ConfigError, from_dict, load_yaml
+from realtime.inference.factory import DiffusionConfig
 
 DEFAULT_CONFIG = CONFIG_DIR / "realtime.yaml"
 
@@ -24,33 +25,6 @@ class LimitsConfig:
     audio_buffer_s: float = 4.0  # input audio ring per session; older audio is overwritten, never queued
     max_frames_ahead: int = 16  # rendered-but-not-sent frames per session
     teardown_timeout_s: float = 2.0  # time given to each task/peer connection to close
-
-
-@dataclass
-class DiffusionConfig:
-    """The diffusion renderer (``renderer: diffusion``): LatentSync's files from local paths, and
-    its sampling. Low-latency sessions (lookahead "low") keep the embedded renderer: LatentSync's
-    audio window needs 120 ms of future audio."""
-
-    unet: str | None = None  # LatentSync's UNet checkpoint (latentsync_unet.pt)
-    unet_config: str | None = None  # its YAML; None: configs/unet/stage2.yaml
-    vae: str | None = None  # local diffusers VAE folder (stabilityai/sd-vae-ft-mse or madebyollin/taesd)
-    whisper: str | None = None  # openai-whisper checkpoint for its features (LatentSync's tiny.pt); None: embedded tiny.en
-    sampler: str = "ddim"  # ddim | lcm | tcd
-    steps: int = 4  # few-step sampling for real time (LatentSync's offline default is 20)
-    guidance: float = 1.5  # classifier-free guidance; <= 1 halves the UNet work
-    deep_cache: int = 1  # full UNet pass every N steps (1 = off)
-    low_quality_steps: int = 2  # steps at degradation level 2 and above (state quality "low")
-    device: str = "auto"  # auto: cuda if present, else cpu (fp32; far from real time)
-
-    def __post_init__(self) -> None:
-        if self.sampler not in ("ddim", "lcm", "tcd"):
-            raise ConfigError(f"diffusion.sampler must be ddim, lcm or tcd, got {self.sampler!r}")
-        if not 1 <= self.steps <= 1000 or not 1 <= self.low_quality_steps <= self.steps:
-            raise ConfigError(f"diffusion.steps must be 1..1000 and diffusion.low_quality_steps 1..steps, got "
-                              f"{self.steps} and {self.low_quality_steps}")
-        if self.deep_cache < 1:
-            raise ConfigError(f"diffusion.deep_cache must be >= 1, got {self.deep_cache}")
 
 
 @dataclass

@@ -7,18 +7,19 @@ import re
 
 import numpy as np
 
+from realtime.audio.io import SAMPLE_RATE
 from realtime.visemes.phonemes import SIL, arpabet_to_viseme
 
 FRAME_S = 0.01  # pocketsphinx reports times in 10 ms frames
 
 
-def align_phones(audio: np.ndarray, transcript: str, sample_rate: int = 16000) -> list[tuple[float, float, str]]:
+def align_phones(audio: np.ndarray, transcript: str, sample_rate: int = SAMPLE_RATE) -> list[tuple[float, float, str]]:
     """[(start_s, end_s, ARPAbet phone)] of ``audio`` (float mono at 16 kHz) read as ``transcript``.
 
     pocketsphinx aligns in two passes: words against the given text, then phones within them.
     Raises ValueError when nothing aligns.
     """
-    from pocketsphinx import Decoder
+    from pocketsphinx import Decoder  # optional (the test extra): only alignment needs it
 
     pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
     dec = Decoder(lm=None, samprate=sample_rate, bestpath=False, loglevel="FATAL")  # bestpath breaks long silences

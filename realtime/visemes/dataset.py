@@ -11,17 +11,18 @@ import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass, field
+from math import gcd
 from pathlib import Path
 
 import numpy as np
 
+from realtime.audio.io import SAMPLE_RATE
 from realtime.visemes.phonemes import SIL, VISEME_BLENDSHAPES, espeak_to_viseme
 from realtime.visemes.text import random_sentence
 from realtime.visemes.windows import LookaheadWindow
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
 FRAME_MS = 40  # 25 fps
 DATA_VERSION = 1  # bump when the synthesis or labelling code changes meaning
 # espeak marks voiceless stops at their burst; the lips are already shut during the silent
@@ -122,9 +123,7 @@ def frame_labels(vis_ms: np.ndarray, n_frames: int) -> tuple[np.ndarray, np.ndar
 
 
 def _resample_to_16k(x: np.ndarray, sr: int) -> np.ndarray:
-    from math import gcd
-
-    from scipy.signal import resample_poly
+    from scipy.signal import resample_poly  # scipy.signal is slow to import: only synthesis needs it
 
     if sr == SAMPLE_RATE:
         return x.astype(np.float32)
@@ -134,7 +133,7 @@ def _resample_to_16k(x: np.ndarray, sr: int) -> np.ndarray:
 
 def augment(audio: np.ndarray, cfg: DataConfig, rng: np.random.Generator) -> np.ndarray:
     """Level, channel colour, room and noise: the ways real recordings differ from espeak."""
-    from scipy.signal import lfilter
+    from scipy.signal import lfilter  # scipy.signal is slow to import: only synthesis needs it
 
     x = audio.astype(np.float64)
     if rng.random() < cfg.eq_prob:
@@ -146,7 +145,7 @@ def augment(audio: np.ndarray, cfg: DataConfig, rng: np.random.Generator) -> np.
         n = int(t60 * SAMPLE_RATE)
         ir = rng.standard_normal(n) * np.exp(-6.9 * np.arange(n) / n)
         ir[0] = 1.0 / float(rng.uniform(0.05, 0.3))  # direct path dominates
-        from scipy.signal import fftconvolve
+        from scipy.signal import fftconvolve  # scipy.signal is slow to import: only synthesis needs it
 
         x = fftconvolve(x, ir / np.abs(ir).sum() * 4)[: len(x)]
     peak = np.abs(x).max() + 1e-9

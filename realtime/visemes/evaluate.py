@@ -1,26 +1,31 @@
 """Evaluation of the viseme model: held-out espeak voices and real human speech.
 
-Figures per frame (25 fps): 15-class accuracy; coarse accuracy over closed (sil, PP) / open
-(aa, E, ih) / rounded (oh, ou) / other; closed-mouth recall (predicted mouthClose >= 0.5) on
-p/b/m frames and on silence frames, and on p/b/m frames by top viseme (PP or sil, which the
-renderer also seals the lips on); Pearson correlation of predicted jawOpen with the opening
-the reference phones imply (the viseme table's jawOpen averaged over each frame).
+The figures per frame are ``realtime.visemes.metrics``'s.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from realtime.visemes.phonemes import BLENDSHAPES, PP, SIL, VISEME_TO_COARSE
+from realtime.audio.io import SAMPLE_RATE, load_audio
+from realtime.audio.whisper_loader import load_whisper
+from realtime.config import from_dict
+from realtime.visemes import espeak as es
+from realtime.visemes.align import align_phones, phones_to_visemes_ms, read_htk_lab
+from realtime.visemes.dataset import frame_labels
+from realtime.visemes.features import causal_blocks, frame_count, offline_blocks, streaming_blocks
+from realtime.visemes.metrics import JAW, evaluate_frames, frame_metrics, run_model
+from realtime.visemes.runtime import VisemePredictor, _load, weights_path
+from realtime.visemes.train import VisemeTrainingConfig, build_frames, default_cache_dir
 
 log = logging.getLogger(__name__)
 
-CLOSE = BLENDSHAPES.index("mouthClose")
-JAW = BLENDSHAPES.index("jawOpen")
 FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "fixtures"
 
 
@@ -38,72 +43,23 @@ REAL_CLIPS = (
 )
 
 
-def frame_metrics(logits: np.ndarray, blend: np.ndarray, labels: np.ndarray, jaw_target: np.ndarray) -> dict:
-    pred = logits.argmax(-1)
-    closed = blend[:, CLOSE] >= 0.5
-    pp, sil = labels == PP, labels == SIL
-    jaw = blend[:, JAW]
-    corr = float(np.corrcoef(jaw, jaw_target)[0, 1]) if jaw.std() > 0 and jaw_target.std() > 0 else float("nan")
-    return {
-        "frames": int(len(labels)),
-        "accuracy": float((pred == labels).mean()),
-        "coarse_accuracy": float((VISEME_TO_COARSE[pred] == VISEME_TO_COARSE[labels]).mean()),
-        "closed_recall_pp": float(closed[pp].mean()) if pp.any() else float("nan"),
-        # the renderer also seals the lips on p(PP): frames whose top viseme is PP or sil
-        "closed_class_recall_pp": float(np.isin(pred[pp], (PP, SIL)).mean()) if pp.any() else float("nan"),
-        "closed_recall_sil": float(closed[sil].mean()) if sil.any() else float("nan"),
-        "closed_false_rate_open": float(closed[~(pp | sil)].mean()) if (~(pp | sil)).any() else float("nan"),
-        "jaw_corr": corr,
-    }
-
-
-def run_model(model, blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Whole sequence (N, rows, 384) through the model -> (logits (N, 15), blendshapes (N, K))."""
-    import torch
-
-    with torch.inference_mode():
-        out = model(torch.from_numpy(np.asarray(blocks, np.float32))[None])
-    return out.logits[0].numpy(), out.blendshapes[0].numpy()
-
-
-def evaluate_frames(model, fs) -> dict:
-    """Metrics over a FrameSet, each segment run as one stream."""
-    logits, blend = [], []
-    for k in range(len(fs.bounds) - 1):
-        lo, hi = int(fs.bounds[k]), int(fs.bounds[k + 1])
-        lg, bl = run_model(model, fs.blocks[lo:hi])
-        logits.append(lg)
-        blend.append(bl)
-    return frame_metrics(np.concatenate(logits), np.concatenate(blend), np.asarray(fs.labels),
-                         np.asarray(fs.targets)[:, JAW])
-
-
 def real_clip_frames(clip: RealClip, fixtures: Path = FIXTURES, aligner: str = "pocketsphinx"):
     """(audio, labels (N,), jaw targets (N,)) of a real clip, labels from forced alignment
     (``aligner="lab"`` uses ARCTIC's shipped labels instead)."""
-    from realtime.audio.io import load_audio
-    from realtime.visemes.align import align_phones, phones_to_visemes_ms, read_htk_lab
-    from realtime.visemes.dataset import frame_labels
-    from realtime.visemes.features import frame_count
-
     audio = load_audio(fixtures / clip.name)
     if aligner == "lab":
         phones = read_htk_lab((fixtures / clip.lab).read_text())
     else:
         phones = align_phones(audio, clip.transcript)
     n = frame_count(len(audio))
-    labels, targets = frame_labels(phones_to_visemes_ms(phones, len(audio) / 16000), n)
+    labels, targets = frame_labels(phones_to_visemes_ms(phones, len(audio) / SAMPLE_RATE), n)
     return audio, labels, targets[:, JAW]
 
 
 def clip_blocks(whisper, audio: np.ndarray, window, features: str) -> np.ndarray:
-    from realtime.visemes.features import causal_blocks, offline_blocks
-
     if features == "offline":
         return offline_blocks(whisper, audio, window)
     if features == "streaming":
-        from realtime.visemes.features import streaming_blocks
-
         return streaming_blocks(whisper, audio, window)
     return causal_blocks(whisper, audio, window, context_steps=48)
 
@@ -131,10 +87,6 @@ def evaluate_checkpoint(kind: str, path: Path | None = None, features: tuple[str
     """All figures of one checkpoint: held-out espeak voices (streaming features, as trained and
     cached) and real speech with each feature kind, labels from pocketsphinx and, for clips that
     ship them, from CMU ARCTIC's own phone labels."""
-    from realtime.audio.whisper_loader import load_whisper
-    from realtime.config import from_dict
-    from realtime.visemes.runtime import _load, weights_path
-
     model, window, ckpt = _load(str(path or weights_path(kind)))
     whisper = load_whisper()
     out: dict = {"window": ckpt["window"], "lookahead_ms": window.lookahead_ms}
@@ -142,9 +94,6 @@ def evaluate_checkpoint(kind: str, path: Path | None = None, features: tuple[str
         out[f"real_{feat}"] = evaluate_real(model, whisper, window, feat)
         out[f"real_{feat}_arcticlab"] = evaluate_real(model, whisper, window, feat, aligner="lab")
     if espeak:
-        from realtime.visemes import espeak as es
-        from realtime.visemes.train import VisemeTrainingConfig, build_frames, default_cache_dir
-
         if es.available():
             cfg = from_dict(VisemeTrainingConfig, ckpt["training_config"], source=f"{kind} checkpoint")
             held = build_frames(cfg, "eval", window, whisper, cache_dir or default_cache_dir(), progress=False)
@@ -157,12 +106,6 @@ def evaluate_checkpoint(kind: str, path: Path | None = None, features: tuple[str
 def measure_speed(kind: str, path: Path | None = None, frames: int = 300, seed: int = 0) -> dict:
     """Per-frame latency of ``VisemePredictor.predict`` on one thread: frame-by-frame calls (as the
     server makes them) and one batched call; medians over ``frames`` calls after a warm-up."""
-    import time
-
-    import torch
-
-    from realtime.visemes.runtime import VisemePredictor
-
     torch.set_num_threads(1)
     p = VisemePredictor.load(kind, path)
     x = np.random.default_rng(seed).standard_normal((frames, p.rows, 384)).astype(np.float32)

@@ -20,6 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from realtime.audio.features import compute_features, num_video_frames
+from realtime.audio.features import log_mel as _log_mel
+from realtime.audio.streaming import StreamingAudioEncoder
 from realtime.visemes.windows import LookaheadWindow
 
 log = logging.getLogger(__name__)
@@ -29,15 +32,11 @@ MAX_POSITIONS = 1500  # Whisper's encoder positions (30 s)
 
 
 def frame_count(num_samples: int, fps: float = 25.0) -> int:
-    from realtime.audio.features import num_video_frames
-
     return num_video_frames(num_samples, fps)
 
 
 def log_mel(audio: np.ndarray) -> torch.Tensor:
     """Whisper's normalised log-mel (80, M) of unpadded 16 kHz audio (LatentSync's way)."""
-    from realtime.audio.features import log_mel as _log_mel
-
     return _log_mel(audio).float()
 
 
@@ -49,8 +48,6 @@ def frame_steps(window: LookaheadWindow, n_frames: int, fps: float) -> np.ndarra
 
 def offline_blocks(model, audio: np.ndarray, window: LookaheadWindow, fps: float = 25.0) -> np.ndarray:
     """(N, window.rows, 384) float32 from LatentSync-exact offline features."""
-    from realtime.audio.features import compute_features
-
     return blocks_from_features(compute_features(model, audio), window, frame_count(len(audio), fps), fps)
 
 
@@ -107,8 +104,6 @@ def streaming_blocks(model, audio: np.ndarray, window: LookaheadWindow, fps: flo
                      push_samples: int = 640) -> np.ndarray:
     """(N, window.rows, 384) float32 from the live ``StreamingAudioEncoder``, fed ``push_samples``
     at a time then flushed: exactly the blocks the server hands the viseme model."""
-    from realtime.audio.streaming import StreamingAudioEncoder
-
     enc = StreamingAudioEncoder(model, fps=fps, block=(window.past, window.future))
     frames = []
     audio = np.asarray(audio, np.float32)

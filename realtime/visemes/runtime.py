@@ -32,9 +32,9 @@ def weights_path(kind: str) -> Path:
 
 @functools.lru_cache(maxsize=4)
 def _load(path: str):
-    import torch
+    import torch  # the renderer and server import this module; torch loads with the first model
 
-    from models.visemes import model_from_checkpoint
+    from models.visemes import model_from_checkpoint  # imports torch
 
     p = Path(path)
     if not p.is_file():
@@ -86,7 +86,7 @@ class VisemePredictor:
     def predict(self, blocks) -> dict:
         """blocks (N, rows, 384) for the next N frames -> dict with ``probs`` (N, 15),
         ``blendshapes`` (N, K) in [0, 1], ``visemes`` (N names), and the name lists."""
-        import torch
+        import torch  # loaded already by _load; kept out of this module's import
 
         x = torch.as_tensor(np.asarray(blocks, dtype=np.float32))
         if x.ndim != 3 or x.shape[1:] != (self.rows, self.model.cfg.n_state):

@@ -9,9 +9,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
 
-from models.visemes import VisemeModelConfig
+from models.visemes import VisemeModel, VisemeModelConfig, checkpoint_dict
+from realtime.audio.features import SAMPLES_PER_STEP
+from realtime.audio.io import SAMPLE_RATE
+from realtime.audio.whisper_loader import load_whisper, model_identity
+from realtime.config import cache_root
 from realtime.visemes.dataset import DataConfig, FrameSet, cache_key, load_cached, save_cached, synth_segment, voice_lists
+from realtime.visemes.espeak import EspeakSynth
+from realtime.visemes.features import causal_blocks, offline_blocks, streaming_blocks
+from realtime.visemes.metrics import evaluate_frames
 from realtime.visemes.windows import LookaheadWindow, get_window
 
 log = logging.getLogger(__name__)
@@ -40,20 +50,12 @@ class VisemeTrainingConfig:
 
 
 def default_cache_dir() -> Path:
-    from realtime.config import cache_root
-
     return cache_root() / "visemes"
 
 
 def build_frames(cfg: VisemeTrainingConfig, split: str, window: LookaheadWindow, whisper,
                  cache_dir: Path, progress: bool = True) -> FrameSet:
     """Synthesises, augments and encodes ``split`` ("train" or "eval": held-out voices), cached."""
-    from tqdm import tqdm
-
-    from realtime.audio.whisper_loader import model_identity
-    from realtime.visemes.espeak import EspeakSynth
-    from realtime.visemes.features import causal_blocks, offline_blocks, streaming_blocks
-
     path = cache_dir / f"{split}-{window.name}-{cache_key(cfg.data, cfg.seed, split, window, model_identity())}"
     cached = load_cached(path)
     if cached is not None:
@@ -73,7 +75,7 @@ def build_frames(cfg: VisemeTrainingConfig, split: str, window: LookaheadWindow,
     while total < minutes * 60:
         seg = synth_segment(synth, voices, d, rng)
         frng = np.random.default_rng([cfg.seed, 0 if split == "train" else 1, 7 if window.name == "full" else 8, k])
-        n_steps = len(seg.audio) // 320 + window.future + 1
+        n_steps = len(seg.audio) // SAMPLES_PER_STEP + window.future + 1
         if split == "eval":
             b = streaming_blocks(whisper, seg.audio, window)  # what the server feeds the model
         elif frng.random() < (d.offline_prob if window.name == "full" else d.offline_prob_low):
@@ -87,7 +89,7 @@ def build_frames(cfg: VisemeTrainingConfig, split: str, window: LookaheadWindow,
         labels.append(seg.labels[:n])
         targets.append(seg.targets[:n])
         bounds.append(bounds[-1] + n)
-        dur = len(seg.audio) / 16000
+        dur = len(seg.audio) / SAMPLE_RATE
         total += dur
         bar.update(round(dur))
         k += 1
@@ -109,8 +111,6 @@ def _sample_batch(reduced: np.ndarray, fs: FrameSet, rng: np.random.Generator, b
 
 def reduce_frames(model, fs: FrameSet, rng: np.random.Generator, fit_frames: int = 4000, chunk: int = 2048) -> np.ndarray:
     """Fits the model's fixed PCA on a sample of frames and returns all frames reduced."""
-    import torch
-
     sample = np.sort(rng.choice(len(fs.labels), size=min(fit_frames, len(fs.labels)), replace=False))
     kept = model.fit_reduction(torch.from_numpy(np.asarray(fs.blocks[sample], np.float32)))
     log.info("PCA keeps %s of the variance per tap", np.round(kept.numpy(), 3).tolist())
@@ -123,12 +123,6 @@ def reduce_frames(model, fs: FrameSet, rng: np.random.Generator, fit_frames: int
 
 def train_model(cfg: VisemeTrainingConfig, train: FrameSet, progress: bool = True):
     """Returns the trained model (eval mode) and a dict of training figures."""
-    import torch
-    import torch.nn.functional as F
-    from tqdm import tqdm
-
-    from models.visemes import VisemeModel
-
     t = cfg.train
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng([cfg.seed, 99])
@@ -165,12 +159,6 @@ def train_model(cfg: VisemeTrainingConfig, train: FrameSet, progress: bool = Tru
 def run_training(cfg: VisemeTrainingConfig, out_dir: Path, windows: list[str], cache_dir: Path | None = None,
                  progress: bool = True) -> dict:
     """Builds data and trains one checkpoint per window into ``out_dir/visemes_<window>.pt``."""
-    import torch
-
-    from models.visemes import checkpoint_dict
-    from realtime.audio.whisper_loader import load_whisper, model_identity
-    from realtime.visemes.evaluate import evaluate_frames
-
     torch.set_num_threads(cfg.train.threads)
     cache_dir = cache_dir or default_cache_dir()
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-STEPS_PER_SECOND = 50  # Whisper: 100 mel frames/s, conv2 stride 2
-STEP_MS = 1000 // STEPS_PER_SECOND
+from realtime.audio.features import STEP_MS, STEPS_PER_SECOND  # 50 steps/s, 20 ms each
 # mel frame m is centred at 10m ms with a 25 ms window; conv1 and conv2 (k=3) make step k read
 # mel frames 2k-2..2k+2, so the last sample step k needs is at 20k + 20 + 12.5 ms.
 RECEPTIVE_FIELD_MS = 12.5

@@ -7,7 +7,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import pytest
 
 from tests.system_packages import needs
 

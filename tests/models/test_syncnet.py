@@ -4,7 +4,7 @@ import torch
 
 from models.syncnet import StableSyncNet, SyncNetConfig, tiny_config
 from realtime.errors import WeightsError
-from realtime.render.sync_eval import (
+from realtime.evaluate.sync import (
     MEL_WINDOW,
     evaluate,
     load_syncnet,

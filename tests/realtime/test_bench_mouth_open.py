@@ -22,7 +22,7 @@ def test_opening_reads_rest_and_open_mouths_of_the_echo_frames_through_the_probe
     assert series[3:6].min() > 0.2  # jaw open 0.7: the inner lips well apart
     assert series[6:].max() < 0.06
     # the probe's threshold (0.08 above the pre-onset median) separates the two at once
-    from realtime.bench.realtime import Probe
+    from realtime.bench.loopback import Probe
 
     assert series[3] > np.median(series[:3]) + Probe.JUMP
     blank = opening_series([np.zeros_like(rest)])
@@ -31,7 +31,7 @@ def test_opening_reads_rest_and_open_mouths_of_the_echo_frames_through_the_probe
 
 def test_content_delay_of_a_vowel_onset_is_about_zero_and_silence_has_none():
     from realtime.bench.g2g_reference import content_delays
-    from realtime.bench.realtime import BURST_S, FIXTURE, Probe, speech_bursts
+    from realtime.bench.loopback import BURST_S, FIXTURE, Probe, speech_bursts
 
     bursts = speech_bursts(str(FIXTURE), 1)  # the clip's first voiced onset, as the probe plays it
     silence = np.zeros(int(BURST_S * 48000), np.int16)
@@ -46,7 +46,7 @@ def test_content_delay_of_a_vowel_onset_is_about_zero_and_silence_has_none():
 def test_probe_analysis_of_a_synthetic_session():
     """Two bursts: the mouth opens 0.30 s after each onset, the audio gets loud 0.11 s after it;
     burst 0 has a content delay of 0.12 s, burst 1 an ambiguous one (NaN)."""
-    from realtime.bench.realtime import BURST_S, Probe
+    from realtime.bench.loopback import BURST_S, Probe
 
     avatar = default_avatar()
     box = face_box(avatar)

@@ -6,8 +6,9 @@ import argparse
 import pytest
 import torch
 
+from realtime.bench.loopback import server_command
 from realtime.bench.random_weights import random_unet, unet_config_path, write_random_diffusion
-from realtime.bench.realtime import add_arguments, prepare_renderer, server_command
+from realtime.bench.realtime import add_arguments, prepare_renderer
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -47,7 +48,7 @@ def test_random_weights_misuse_is_a_clear_error(tmp_path, argv, message):
 def test_random_weights_are_written_where_the_server_loads_them(tmp_path):
     from realtime.render.diffusion import DiffusionRenderer
     from realtime.server.config import DiffusionConfig
-    from realtime.server.engine import check_diffusion_files
+    from realtime.inference.factory import check_diffusion_files
 
     args = parse("--random-weights", "tiny")
     prepare_renderer(args, str(tmp_path))

@@ -64,7 +64,7 @@ def test_push_many_reports_bad_audio_per_stream(weights):
 
 
 def test_a_stream_whose_encoder_call_fails_does_not_take_the_batch_with_it(weights, monkeypatch):
-    import realtime.audio.streaming as streaming
+    import realtime.audio.streaming_calls as streaming
 
     real = streaming.encode_plans
     broken, broken_alone = StreamingAudioEncoder(weights), StreamingAudioEncoder(weights)

@@ -49,7 +49,7 @@ def test_serve_on_a_busy_port_fails_before_loading_models():
 def test_serve_port_out_of_range(port, capsys):
     assert main(["serve", "--port", port]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and f"port must be 0..65535" in err[0] and port in err[0]
+    assert len(err) == 1 and "port must be 0..65535" in err[0] and port in err[0]
 
 
 def test_serve_bind_failure_after_the_models_loaded_frees_everything(tmp_path):

@@ -120,7 +120,7 @@ def test_frames_without_face_pass_through():
     out = r.render_chunk(avatar, np.arange(3), audio_blocks(3), r.new_state(0))
     assert np.array_equal(out.frames[1], avatar.frame(1))
     assert not np.array_equal(out.frames[0], avatar.frame(0))
-    assert [e["face"] for e in out.events] == [True, False, True]
+    assert [e.face for e in out.events] == [True, False, True]
 
 
 def test_taesd_and_no_cfg():

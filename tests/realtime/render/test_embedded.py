@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 
-from realtime.render.base import RenderState
 from realtime.render.embedded import BASE_CACHE, VISEMES, EmbeddedRenderer, params_from_prediction
 from realtime.render.mouth_warp import MouthParams
 from tests.realtime.render.conftest import lip_gap
@@ -65,10 +64,10 @@ def test_events_carry_viseme_probabilities_and_blendshapes(renderer, default_ava
     chunk = renderer.render_chunk(default_avatar, np.arange(8), blocks_for(8), renderer.new_state(0))
     assert len(chunk.frames) == len(chunk.events) == 8
     for i, ev in enumerate(chunk.events):
-        assert ev["frame"] == i
-        assert list(ev["visemes"]) == list(VISEMES)
-        assert sum(ev["visemes"].values()) == pytest.approx(1.0, abs=1e-5)
-        assert set(ev["blendshapes"]) == set(NAMES)
+        assert ev.frame == i
+        assert list(ev.visemes) == list(VISEMES)
+        assert sum(ev.visemes.values()) == pytest.approx(1.0, abs=1e-5)
+        assert set(ev.blendshapes) == set(NAMES)
     assert chunk.frames[0].shape == default_avatar.frame(0).shape and chunk.frames[0].dtype == np.uint8
 
 
@@ -111,7 +110,7 @@ def test_photo_frames_share_the_moved_frame_and_match_warping_the_whole_frame(de
         got = r.render_params(default_avatar, k, p, a)
         frame = np.asarray(default_avatar.frame(k))
         rig, interior = r.rig(default_avatar, k)
-        idle, t = a.data["idle"], k / 25
+        idle, t = a.idle, k / 25
         region = r._deformed_region(default_avatar, k, frame, rig, interior, p.replace(eyeBlink=idle.blink(t)))
         lm = rig.region.to_frame(rig.landmarks)
         pivot = lm[152] + 0.5 * (lm[152] - lm[6])
@@ -152,7 +151,7 @@ def test_frame_without_face_passes_through(renderer):
         def source_index(self, i):
             return i
 
-    out = renderer.render_params(NoFace(), 0, MouthParams(jawOpen=1.0), RenderState())
+    out = renderer.render_params(NoFace(), 0, MouthParams(jawOpen=1.0), renderer.new_state())
     assert np.array_equal(out, np.full((64, 64, 3), 7, np.uint8))
 
 
@@ -231,9 +230,9 @@ def test_shipped_model_chunked_equals_whole(default_avatar, lookahead):
     b = r.render_chunk(default_avatar, idx[5:], blocks[5:], state)
     assert all(np.array_equal(x, y) for x, y in zip(whole.frames, a.frames + b.frames))
     for x, y in zip(whole.events, a.events + b.events):
-        assert x["visemes"] == pytest.approx(y["visemes"], abs=1e-6)
-        assert sum(x["visemes"].values()) == pytest.approx(1.0, abs=1e-5)
-        assert len(x["visemes"]) == 15
+        assert x.visemes == pytest.approx(y.visemes, abs=1e-6)
+        assert sum(x.visemes.values()) == pytest.approx(1.0, abs=1e-5)
+        assert len(x.visemes) == 15
 
 
 def test_warm_up_loads_the_model_the_rig_and_the_warp_kernel(default_avatar):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from server_fakes import make_config, make_engine
+from tests.fakes import make_config, make_engine
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""AudioInput (realtime.server.media): the remote track drained into the 16 kHz encoder ring and the
+"""AudioInput (realtime.server.webrtc.media): the remote track drained into the 16 kHz encoder ring and the
 48 kHz output ring, on the sender's timeline (lost packets become silence) and at the sender's level."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError
 
-from realtime.server.media import AudioInput, AudioRing
+from realtime.server.webrtc.media import AudioInput
+from realtime.session.audio import AudioRing
 
 PACKET = 960  # 20 ms at 48 kHz, as Opus packets decode
 
@@ -36,12 +37,26 @@ def packet(k: int, pts: int | None = None, layout: str = "stereo") -> av.AudioFr
     return frame
 
 
+class Rings:
+    """The input side of a LiveSession: its two rings, packet ends and gaps recorded."""
+
+    def __init__(self) -> None:
+        self.ring16, self.ring48 = AudioRing(16000, 4.0), AudioRing(48000, 4.0, np.int16)
+        self.ends: list[int] = []
+
+    def on_packet(self, end16: int, arrival: float) -> None:
+        self.ends.append(end16)
+
+    def push_gap(self, samples48: int) -> None:
+        self.ring48.write_silence(samples48)
+        self.ring16.write_silence(samples48 // 3)
+
+
 async def drain(frames):
-    r16, r48 = AudioRing(16000, 4.0), AudioRing(48000, 4.0, np.int16)
-    ends = []
-    inp = AudioInput(ListTrack(frames), r16, r48, lambda end16, arrival: ends.append(end16))
+    sink = Rings()
+    inp = AudioInput(ListTrack(frames), sink)
     await inp.run()
-    return inp, r16, r48, ends
+    return inp, sink.ring16, sink.ring48, sink.ends
 
 
 def levels(ring: AudioRing, per_packet: int, n: int, scale: float) -> list[int]:

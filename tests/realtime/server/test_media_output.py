@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from realtime.server.media import VIDEO_CLOCK_RATE, MediaClock, VideoOutputTrack
+from realtime.server.webrtc.media import VIDEO_CLOCK_RATE, VideoOutputTrack
+from realtime.session.audio import MediaClock
 
 
 class ManualTime:

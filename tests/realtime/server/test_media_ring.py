@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from realtime.server.media import AudioRing
+from realtime.session.audio import AudioRing
 
 
 def test_reads_match_a_model_across_wraps_overwrites_and_clears():

@@ -1,4 +1,4 @@
-"""Incoming audio decoded on arrival (realtime/server/audio_receive.py): the pass-through buffer, the
+"""Incoming audio decoded on arrival (realtime/server/webrtc/audio_receive.py): the pass-through buffer, the
 inline decoder, and on a real aiortc loopback pair the 80 ms that aiortc's audio jitter buffer
 holds every packet for, gone."""
 
@@ -13,7 +13,7 @@ import av
 import numpy as np
 import pytest
 
-from realtime.server.audio_receive import (InlineDecodeQueue, PassThroughJitterBuffer, install_direct_audio_receive,
+from realtime.server.webrtc.audio_receive import (InlineDecodeQueue, PassThroughJitterBuffer, install_direct_audio_receive,
                                            receiver_of)
 
 
@@ -36,7 +36,7 @@ def test_pass_through_releases_each_packet_at_once_and_drops_old_ones():
 
 
 def test_a_packet_flood_is_dropped_before_decoding_and_real_time_passes():
-    from realtime.server.audio_receive import BURST_PACKETS, MAX_PACKETS_PER_S
+    from realtime.server.webrtc.audio_receive import BURST_PACKETS, MAX_PACKETS_PER_S
 
     t = [0.0]
     jb = PassThroughJitterBuffer(clock=lambda: t[0])
@@ -212,7 +212,7 @@ async def test_install_refuses_video_and_started_receivers():
 async def test_config_can_keep_aiortcs_audio_paths():
     from clients.webrtc_peer import WebRTCPeer
     from realtime.server.app import RealtimeServer
-    from server_fakes import make_config, make_engine
+    from tests.fakes import make_config, make_engine
 
     engine = make_engine()
     async with RealtimeServer(make_config(direct_audio_receive=False, audio_encode_in_track=False), engine) as server:

@@ -8,7 +8,8 @@ import fractions
 import av
 import numpy as np
 
-from realtime.server.media import AUDIO_OUT_SAMPLES, AudioOutputTrack, MediaClock, OpusPacketEncoder
+from realtime.server.webrtc.media import AudioOutputTrack, OpusPacketEncoder
+from realtime.session.audio import AUDIO_OUT_SAMPLES, MediaClock
 
 TB = fractions.Fraction(1, 48000)
 
@@ -52,7 +53,7 @@ def test_one_packet_per_frame_on_the_frames_clock_and_stereo_decodable():
 
 
 async def test_installed_only_when_opus_is_negotiated():
-    from server_fakes import negotiated
+    from tests.fakes import negotiated
 
     results = {}
     for mime in ("audio/opus", "audio/PCMU"):

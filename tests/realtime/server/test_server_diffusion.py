@@ -61,7 +61,7 @@ def test_serve_with_missing_or_broken_files_is_a_one_line_error(tmp_path, tiny_f
 def test_make_renderer_builds_diffusion_for_full_and_embedded_for_low(tiny_files):
     from realtime.render.diffusion import DiffusionRenderer
     from realtime.render.embedded import EmbeddedRenderer
-    from realtime.server.engine import make_renderer, whisper_path
+    from realtime.inference.factory import make_renderer, whisper_path
 
     d = DiffusionConfig(**tiny_files, steps=3, low_quality_steps=1, device="cpu", whisper="w.pt")
     full = make_renderer("diffusion", "full", d)
@@ -86,14 +86,15 @@ def test_degraded_sessions_sample_fewer_steps_in_their_own_group():
     from diffusion_fixtures import PerFrameUNet, TinyAvatar, audio_blocks
 
     from models.vae import tiny_autoencoder_kl
-    from realtime.render.diffusion import ChunkRequest, DiffusionRenderer
+    from realtime.render.base import ChunkRequest
+    from realtime.render.diffusion import DiffusionRenderer
     from realtime.render.samplers import SamplerConfig
 
     r = DiffusionRenderer(PerFrameUNet(), tiny_autoencoder_kl(), SamplerConfig(steps=4, guidance=1.5))
     r.low_quality_steps = 2
     avatar = TinyAvatar(resolution=64)
     full, low = r.new_state(1), r.new_state(2)
-    low.data["quality"] = "low"
+    low.quality = "low"
     idx = np.arange(2)
     out = r.render_batch([ChunkRequest(avatar, idx, audio_blocks(2), full),
                           ChunkRequest(avatar, idx, audio_blocks(2), low)])
@@ -102,7 +103,7 @@ def test_degraded_sessions_sample_fewer_steps_in_their_own_group():
     assert [int(c["t"]) for c in r.unet.calls[:4]] == [999, 749, 499, 249]
     assert [int(c["t"]) for c in r.unet.calls[4:]] == [999, 499]
     assert len(out) == 2 and all(len(o.frames) == 2 for o in out)
-    assert r.new_state(0).data == {}  # on CPU no CUDA stream
+    assert r.new_state(0).cuda_stream is None  # on CPU no CUDA stream
 
 
 def test_top_level_hands_frames_to_the_lighter_renderer():
@@ -114,9 +115,10 @@ def test_top_level_hands_frames_to_the_lighter_renderer():
 
     from models.vae import tiny_autoencoder_kl
     from realtime.render.base import RenderedChunk
-    from realtime.render.diffusion import ChunkRequest, DiffusionRenderer
+    from realtime.render.base import ChunkRequest
+    from realtime.render.diffusion import DiffusionRenderer
     from realtime.render.samplers import SamplerConfig
-    from realtime.server.timeline import THIN_LEVEL, quality_for
+    from realtime.session.degrade import THIN_LEVEL, quality_for
 
     assert [quality_for(level) for level in range(THIN_LEVEL + 1)] == ["full", "full", "low", "lighter"]
 
@@ -136,7 +138,7 @@ def test_top_level_hands_frames_to_the_lighter_renderer():
     r.fallback = Lighter()
     avatar = TinyAvatar(resolution=64)
     heavy, light = r.new_state(1), r.new_state(2)
-    light.data["quality"] = "lighter"
+    light.quality = "lighter"
     out = r.render_batch([ChunkRequest(avatar, np.arange(2), audio_blocks(2), heavy),
                           ChunkRequest(avatar, np.arange(2, 5), audio_blocks(3), light)])
     assert r.fallback.calls == [([2, 3, 4], (3, 50, 384), 2)]
@@ -147,10 +149,12 @@ def test_top_level_hands_frames_to_the_lighter_renderer():
 
 
 def test_inference_process_batches_sessions_renders(tiny_files):
-    from realtime.server.inference_child import ChildEngine
+    from realtime.inference.child import ChildEngine
+    from realtime.inference.messages import ChildSpec, Failed, RenderAnswer, RenderRequest
+    from realtime.render.base import BatchRenderer
 
-    spec = {"avatar_dir": None, "renderer": "diffusion", "fps": 25, "nice": None,
-            "diffusion": {**tiny_files, "steps": 2, "low_quality_steps": 1, "device": "cpu"}}
+    spec = ChildSpec(None, "diffusion", 25, None, DiffusionConfig(**tiny_files, steps=2, low_quality_steps=1,
+                                                                 device="cpu"))
     engine = ChildEngine(spec)
     diff = engine.renderers["full"]
     calls = []
@@ -158,28 +162,29 @@ def test_inference_process_batches_sessions_renders(tiny_files):
     diff.render_batch = lambda reqs: calls.append(len(reqs)) or orig(reqs)
     blocks = np.random.default_rng(0).standard_normal((2, 50, 384)).astype(np.float32)
     now = time.monotonic()
-    reqs = [(f"c{k}", ("render", 100 + k, "full", k, np.array([0, 1]), blocks, "full", now + 0.1 * k))
+    reqs = [(f"c{k}", RenderRequest(100 + k, "full", k, np.array([0, 1]), blocks, "full", now + 0.1 * k))
             for k in range(3)]
-    reqs.append(("bad", ("render", 200, "full", 0, np.array([0, 1]), blocks[:1], "full", now)))
+    reqs.append(("bad", RenderRequest(200, "full", 0, np.array([0, 1]), blocks[:1], "full", now)))
     answers = dict(engine.serve(reqs))
     assert calls[0] == 4  # one call for the four sessions; it failed on the bad one ...
     assert set(answers) == {"c0", "c1", "c2", "bad"}  # ... and each was then answered on its own
-    assert answers["bad"][0] == "error"
+    assert isinstance(answers["bad"], Failed)
     for k in range(3):
-        status, (frames, events) = answers[f"c{k}"]
-        assert status == "ok" and len(frames) == 2 and frames[0].shape == engine.avatar.frame(0).shape
+        answer = answers[f"c{k}"]
+        assert isinstance(answer, RenderAnswer)
+        assert len(answer.frames) == 2 and answer.frames[0].shape == engine.avatar.frame(0).shape
     calls.clear()
     answers = dict(engine.serve(reqs[:3]))
-    assert calls == [3] and all(a[0] == "ok" for a in answers.values())
+    assert calls == [3] and all(isinstance(a, RenderAnswer) for a in answers.values())
     # the low-latency sessions of a diffusion server render with the embedded renderer, one by one
-    assert not hasattr(engine.renderers["low"], "render_batch")
+    assert not isinstance(engine.renderers["low"], BatchRenderer)
 
 
 async def test_live_session_renders_with_diffusion(tiny_files):
     from clients.webrtc_peer import WebRTCPeer
     from realtime.server.app import RealtimeServer
     from realtime.server.engine import build_engine
-    from server_fakes import make_config, speech_like
+    from tests.fakes import make_config, speech_like
 
     d = DiffusionConfig(**tiny_files, steps=1, low_quality_steps=1, guidance=1.0, device="cpu")
     config = make_config(renderer="diffusion", diffusion=d, inference="thread", inference_threads=1,
@@ -202,7 +207,7 @@ async def test_live_session_renders_with_diffusion(tiny_files):
         n0, t0 = len(peer.video_times), time.monotonic()
         await asyncio.sleep(2.5)
         fps = (len(peer.video_times) - n0) / (time.monotonic() - t0)
-        sched = next(iter(server.sessions)).scheduler
+        sched = next(iter(server.sessions)).live
         # The tiny UNet and VAE take ~90 ms a frame on this CPU at the default avatar's 256 px
         # crops, far from real time: frames keep flowing at 25 fps all the same, the session
         # degrades, and the frames that can make their deadline are drawn by the diffusion path.

@@ -6,7 +6,7 @@ import numpy as np
 
 from realtime.server.config import RealtimeConfig
 from realtime.server.engine import build_engine
-from realtime.server.scheduler import split_encoder_output
+from realtime.session.encoder import as_block
 
 
 def test_real_encoders_share_weights_and_emit_blocks(default_avatar, arctic_audio):
@@ -19,11 +19,11 @@ def test_real_encoders_share_weights_and_emit_blocks(default_avatar, arctic_audi
         for i in range(0, len(x), 320):  # 20 ms packets, as the server pushes them
             out_full += full.push(x[i : i + 320])
             out_low += low.push(x[i : i + 320])
-        j, block = split_encoder_output(out_full[0])
+        j, block = as_block(out_full[0])
         assert j == 0 and block.shape == (50, 384) and block.dtype == np.float32
         # frame i needs audio up to i*40 + 120 (+12.5) ms, or + 40 (+12.5) ms in low mode
         assert 11 <= len(out_full) <= 12 and 13 <= len(out_low) <= 14, (len(out_full), len(out_low))
-        assert split_encoder_output(out_low[0])[1].shape == (50, 384)
+        assert as_block(out_low[0])[1].shape == (50, 384)
     finally:
         engine.close()
 
@@ -78,8 +78,8 @@ async def test_real_engine_end_to_end_over_webrtc(default_avatar, arctic_audio, 
 
 
 def test_rest_frame_cache_keeps_frames_and_states_bounded_whatever_seeds_clients_pick():
-    from realtime.server.engine import MAX_REST_STATES, RestFrameCache
-    from server_fakes import FakeAvatar, FakeRenderer
+    from realtime.inference.rest_cache import MAX_REST_STATES, RestFrameCache
+    from tests.fakes import FakeAvatar, FakeRenderer
 
     cache, renderer, avatar = RestFrameCache(max_items=8), FakeRenderer(), FakeAvatar()
     first = cache.get(renderer, avatar, 0, seed=0)

@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from clients.webrtc_peer import WebRTCPeer
-from server_fakes import FakeAvatar, make_config, make_engine, mouth_darkness, speech_like
+from tests.fakes import FakeAvatar, make_config, make_engine, mouth_darkness, speech_like
 
 
 def ws_url(srv) -> str:
@@ -32,7 +32,7 @@ async def test_offer_answer_constant_fps_and_silence_is_rest(server):
     diffs = [mouth_darkness(img, rest) for _, img in peer.video[-50:]]
     assert max(diffs) < 6.0, max(diffs)  # silence: mouth closed, as the rest frame (VP8 noise only)
     session = next(iter(server.sessions))
-    assert session.scheduler.counts["speech"] == 0 and session.scheduler.counts["rest"] > 50
+    assert session.live.counts["speech"] == 0 and session.live.counts["rest"] > 50
     assert server.engine.renderer("full").calls == []  # no renderer work in silence
     events = [m for m in peer.messages if m.get("type") == "event"]
     assert events and events[0]["event"] == "session_started"
@@ -54,11 +54,11 @@ async def test_speech_opens_mouth_within_budget_and_audio_comes_back(server):
     session = next(iter(server.sessions))
     # glass-to-glass on loopback: the budget (the fake encoder opens up to 40 ms early) + transport
     assert opened[0] - onset < session.budget_s + 0.15, opened[0] - onset
-    sched = session.scheduler
+    sched = session.live
     assert sched.counts["speech"] >= 25  # ~1.5 s of speech at 25 fps, minus late ones
     lat = server.metrics.engine_latency
     assert lat.count >= 25
-    # the scheduler sends each frame `budget` after the packet it shows arrived (never later)
+    # the session sends each frame `budget` after the packet it shows arrived (never later)
     assert lat.percentile(95) <= session.budget_s + 0.005, lat.percentile(95)
     assert lat.percentile(50) >= session.budget_s - 0.045
     assert server.metrics.frames_late.value <= 2
@@ -81,7 +81,7 @@ async def test_speech_opens_mouth_within_budget_and_audio_comes_back(server):
     assert st["packet_lateness_ms"]["p99"] is not None and st["packet_lateness_ms"]["p50"] < 20  # loopback
     # incoming audio took the direct path (decoded on arrival, no jitter-buffer hold) and all of it
     # was decoded there: ~1.5 s of speech and some silence around it, 50 packets a second
-    from realtime.server.audio_receive import InlineDecodeQueue
+    from realtime.server.webrtc.audio_receive import InlineDecodeQueue
 
     rx = next(t.receiver for t in session.pc.getTransceivers() if t.kind == "audio")
     dq = getattr(rx, "_RTCRtpReceiver__decoder_queue")
@@ -102,11 +102,11 @@ async def test_interrupt_drops_pending_within_one_frame():
         peer.play(speech_like(3.0))
         await asyncio.sleep(1.2)
         session = next(iter(server.sessions))
-        sched = session.scheduler
+        sched = session.live
         assert sched.counts["speech"] > 5
         peer.audio_out.clear()  # the client stops talking; what it said is in flight / pending
         await asyncio.sleep(0.2)
-        assert sched.history[-1][2] == "speech" and sched.ready
+        assert sched.output.history[-1][2] == "speech" and sched.frames.ready
         t_int = time.monotonic()
         await peer.send({"type": "interrupt"})
         deadline = time.monotonic() + 2
@@ -115,7 +115,7 @@ async def test_interrupt_drops_pending_within_one_frame():
         k_next = int((time.monotonic() - sched.clock.t0) / 0.02) + 1
         assert all(not np.any(sched.samples_for(k)) for k in range(k_next, k_next + 30))  # audio dropped too
         await asyncio.sleep(0.5)
-        after = [(round(t - t_int, 3), kind) for t, _, kind in sched.history if t > t_int - 0.1]
+        after = [(round(t - t_int, 3), kind) for t, _, kind in sched.output.history if t > t_int - 0.1]
         late = [(t, kind) for t, kind in after if t > 0.040 + 0.010]  # one frame time + scheduling slack
         assert late and all(kind == "rest" for _, kind in late), after
         assert server.metrics.interrupts.value == 1 and server.metrics.frames_dropped.value > 0

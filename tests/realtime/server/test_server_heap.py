@@ -1,4 +1,4 @@
-"""Garbage collection of a long-running server (realtime/server/heap.py): a frozen start-up heap, a
+"""Garbage collection of a long-running server (realtime/heap.py): a frozen start-up heap, a
 collection soon after sessions end (their cycles hold native threads), collector stalls measured."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import weakref
 import pytest
 
 from clients.webrtc_peer import WebRTCPeer
-from realtime.server import heap
-from realtime.server.heap import PauseWatch, Sweeper, freeze_startup_heap, release_free_memory
-from server_fakes import speech_like
+from realtime import heap
+from realtime.heap import PauseWatch, Sweeper, freeze_startup_heap, release_free_memory
+from tests.fakes import speech_like
 
 
 @pytest.fixture

@@ -88,7 +88,7 @@ async def test_healthz_is_503_while_the_inference_process_is_down(server):
 
 
 def test_histogram_percentiles_are_nearest_rank_of_the_window():
-    from realtime.server.metrics import Histogram
+    from realtime.metrics import Histogram
 
     h = Histogram("x", "x", (0.1, 1.0), window=100)
     assert all(v != v for v in h.percentiles(50, 95))  # NaN while empty

@@ -13,7 +13,7 @@ import pytest
 from aiortc import VideoStreamTrack
 
 from clients.webrtc_peer import WebRTCPeer
-from server_fakes import speech_like
+from tests.fakes import speech_like
 
 
 class Camera(VideoStreamTrack):

@@ -70,7 +70,8 @@ def test_silence_gives_sil_and_closed_mouth(whisper, kind):
 @pytest.mark.parametrize("kind", ["full", "low"])
 def test_real_speech_arctic_a0007(whisper, kind):
     pytest.importorskip("pocketsphinx")
-    from realtime.visemes.evaluate import REAL_CLIPS, frame_metrics, real_clip_frames
+    from realtime.visemes.evaluate import REAL_CLIPS, real_clip_frames
+    from realtime.visemes.metrics import frame_metrics
 
     audio, labels, jaw = real_clip_frames(REAL_CLIPS[0], FIXTURES)
     p = VisemePredictor.load(kind, smoothing=0.0)

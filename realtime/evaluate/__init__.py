@@ -1,0 +1,1 @@
+"""Lip-sync quality measurements of rendered videos (`syncvid eval-lipsync`, `syncvid eval-sync`)."""

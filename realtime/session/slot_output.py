@@ -1,0 +1,134 @@
+"""The session's output: what each slot shows, and the speech delayed exactly like the video.
+
+Every slot is filled when it is due, whatever happened: a rendered frame, a rest frame (silence:
+no renderer work) or, when the renderer missed the deadline, the last frame repeated. Nothing here
+waits: a transport asks for a slot when it is due and gets it at once."""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from realtime.metrics import ServerMetrics
+from realtime.render.base import AvatarFrames, FrameEvent
+from realtime.session.audio import AUDIO_OUT_RATE, AUDIO_OUT_SAMPLES, AUDIO_PTIME, AudioRing, MediaClock
+from realtime.session.config import SessionConfig
+from realtime.session.degrade import Degradation
+from realtime.session.frames import SessionFrames
+from realtime.session.grid import TimeGrid
+from realtime.session.shared import LoadWatch
+
+HISTORY_SLOTS = 250  # (time, slot, kind) of the last 10 s of slots, for /stats and tests
+
+
+@dataclass(frozen=True)
+class SlotFrame:
+    """What one output slot shows."""
+
+    slot: int
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+    kind: str  # "speech" (rendered from speech) | "rest" (silence) | "late" (speech not ready: repeated) | "repeat" (thinned)
+    event: FrameEvent | None  # visemes and blendshapes of a speech frame; None otherwise
+
+    @property
+    def speaking(self) -> bool:
+        return self.kind != "rest"
+
+
+class SlotOutput:
+    def __init__(self, config: SessionConfig, grid: TimeGrid, frames: SessionFrames, degrade: Degradation,
+                 ring48: AudioRing, avatar: AvatarFrames, clock: MediaClock, metrics: ServerMetrics,
+                 counts: collections.Counter, render_speed: Callable[[], float], input_loud: Callable[[int], bool],
+                 load: LoadWatch | None = None) -> None:
+        self.config, self.grid, self.frames, self.degrade, self.ring48 = config, grid, frames, degrade, ring48
+        self.avatar, self.clock, self.metrics, self.counts, self.load = avatar, clock, metrics, counts, load
+        self.render_speed, self.input_loud = render_speed, input_loud
+        self.last_frame: np.ndarray | None = None
+        self.last_kind = "rest"
+        self.history: collections.deque[tuple[float, int, str]] = collections.deque(maxlen=HISTORY_SLOTS)
+        self._sent_delay_v: float | None = None
+        self.av_offset_s = 0.0  # outgoing audio's delay minus the video's, smoothed (should be ~0)
+
+    def slot(self, slot: int) -> SlotFrame:
+        """Called when ``slot`` is due. Never waits."""
+        f, g = self.frames, self.grid
+        now = self.clock.now()
+        i = slot - g.K if g.anchored else None
+        f.forget_before(slot, i)
+        ready = f.ready.pop(slot, None)
+        event = None
+        if ready is not None:
+            self.metrics.engine_latency.observe(now - ready.arrival)
+            self._outcome(True)
+            kind, frame, event = "speech", ready.image, ready.event
+        elif i is not None and i in f.thinned:
+            kind = "repeat"  # degraded on purpose: every other frame repeats the previous one
+            self._outcome(True)
+        elif i is not None and ((i in f.blocks and not f.blocks[i].silent) or (i not in f.blocks and self.input_loud(i))):
+            # speech whose frame is not ready (renderer late, or the encoder has not even produced
+            # its block): repeat what the viewer saw last
+            kind = "late"
+            # why (in /stats): the encoder had not produced the block / the render missed the slot
+            self.counts["late_no_block" if i not in f.blocks else "late_render"] += 1
+            if self.load is not None:
+                self.load.late(now)
+            self.metrics.frames_late.inc()
+            self._outcome(False)
+        else:
+            kind = "rest"
+            self._outcome(True, speech=False)
+        if kind == "rest":
+            frame = f.rest.pop(slot, None)
+            if frame is None:
+                if self.last_kind == "rest" and self.last_frame is not None:
+                    frame = self.last_frame  # idle motion held between strided rest frames
+                else:
+                    frame = self.last_frame if self.last_frame is not None else self.avatar.frame(g.avatar_index(slot))
+                    self.metrics.frames_repeated.inc()
+            self.metrics.frames_rest.inc()
+        elif kind in ("late", "repeat"):
+            frame = self.last_frame if self.last_frame is not None else f.rest.pop(slot, None)
+            if frame is None:
+                frame = self.avatar.frame(g.avatar_index(slot))
+            self.metrics.frames_repeated.inc()
+        self.counts[kind] += 1
+        self.last_kind = kind
+        self.history.append((now, slot, kind))
+        self.metrics.frames_sent.inc()
+        self.last_frame = frame
+        return SlotFrame(slot, frame, kind, event)
+
+    def _outcome(self, on_time: bool, speech: bool = True) -> None:
+        self.degrade.outcome(on_time, speech, self.render_speed())
+
+    def on_video_sent(self, slot: int, t: float) -> None:
+        if self.grid.anchored:  # both delays relative to t0 + offset
+            self._sent_delay_v = t - (slot * self.config.period + self.grid.phi)
+
+    def _audio_time(self, k: int) -> float:
+        """Input time output audio frame ``k`` (20 ms) plays."""
+        g = self.grid
+        return k * AUDIO_PTIME - g.video_offset_s + g.phi - self.config.audio_extra_delay_s
+
+    def samples_for(self, k: int) -> np.ndarray:
+        """48 kHz int16 samples of audio frame ``k``: the input delayed exactly like the video."""
+        if not self.grid.anchored:
+            return np.zeros(AUDIO_OUT_SAMPLES, np.int16)
+        return self.ring48.read(round(self._audio_time(k) * AUDIO_OUT_RATE), AUDIO_OUT_SAMPLES)
+
+    def slot_audio(self, slot: int) -> np.ndarray:
+        """48 kHz int16 speech played during ``slot`` (one frame period, on the same delay)."""
+        n = round(self.config.period * AUDIO_OUT_RATE)
+        if not self.grid.anchored:
+            return np.zeros(n, np.int16)
+        g = self.grid
+        t = slot * self.config.period + g.phi - self.config.audio_extra_delay_s
+        return self.ring48.read(round(t * AUDIO_OUT_RATE), n)
+
+    def on_audio_sent(self, k: int, t: float) -> None:
+        if self.grid.anchored and self._sent_delay_v is not None:
+            delay_a = t - self._audio_time(k)
+            self.av_offset_s = 0.9 * self.av_offset_s + 0.1 * (delay_a - self._sent_delay_v)

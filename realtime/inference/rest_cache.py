@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Any
+
+from realtime.render.base import AvatarFrames, Renderer
 
 MAX_REST_STATES = 64  # idle-motion states of the rest frames, one per (renderer, seed) in use
 
@@ -22,11 +23,11 @@ class RestFrameCache:
         self._states: OrderedDict = OrderedDict()  # (renderer, seed) -> state; the seeds in use, bounded
         self.hits = self.misses = 0
 
-    def get(self, renderer: Any, avatar: Any, index: int, seed: int):
+    def get(self, renderer: Renderer, avatar: AvatarFrames, index: int, seed: int):
         with self._lock:  # one render per key even when two sessions ask at once
             return self._get(renderer, avatar, index, seed)
 
-    def _get(self, renderer: Any, avatar: Any, index: int, seed: int):
+    def _get(self, renderer: Renderer, avatar: AvatarFrames, index: int, seed: int):
         key = (id(renderer), id(avatar), seed, index)
         frame = self._frames.get(key)
         if frame is not None:

@@ -13,7 +13,6 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -64,7 +63,7 @@ def audio_blocks_for(renderer: Renderer, features: np.ndarray, fps: float, num_f
     return chunk_features(features, fps, num_frames)
 
 
-def render_file(renderer: Renderer, avatar: Any, audio: str | Path | np.ndarray, out: str | Path,
+def render_file(renderer: Renderer, avatar: Avatar, audio: str | Path | np.ndarray, out: str | Path,
                 fps: float = 25.0, chunk: int = MAX_CHUNK, seed: int = 0, whisper: str | None = None,
                 features: np.ndarray | None = None, progress: bool = True, feature_cache: bool = True) -> RenderReport:
     """Renders ``audio`` onto ``avatar`` into the mp4 ``out``; returns what was written.

@@ -25,7 +25,7 @@ import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
@@ -39,6 +39,10 @@ from realtime.render.base import ChunkRequest, FrameEvent, RenderedChunk, Render
 from realtime.render.samplers import SamplerConfig, initial_noise, sample_latents
 from realtime.render.vae_loader import load_vae
 from realtime.unet_loader import load_unet
+
+
+if TYPE_CHECKING:  # renderers read the whole face track; the avatar module is imported by its users
+    from realtime.face.avatar import Avatar
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +176,7 @@ class DiffusionRenderer(Renderer):
             return min(self.sampler.steps, self.low_quality_steps)
         return self.sampler.steps
 
-    def warm_up(self, avatar: Any) -> None:
+    def warm_up(self, avatar: Avatar) -> None:
         """One chunk through the whole path (allocations, cuDNN algorithm choice) before any session."""
         block = np.zeros((1, 50, 384), np.float32)
         self.render_chunk(avatar, np.array([0]), block, self.new_state(0))
@@ -252,7 +256,7 @@ class DiffusionRenderer(Renderer):
             out.append(img.permute(0, 2, 3, 1).numpy())
         return out
 
-    def _can_use_stored_latents(self, avatar: Any) -> bool:
+    def _can_use_stored_latents(self, avatar: Avatar) -> bool:
         """Latents stored in an avatar directory are used when they come from the same kind of VAE
         with the same scaling (``prepare-avatar --vae``); otherwise they are encoded here."""
         if not self.use_avatar_latents or not getattr(avatar, "has_latents", False):
@@ -331,7 +335,7 @@ def _to_host_async(x: torch.Tensor) -> torch.Tensor:
     return host
 
 
-def _avatar_mask(avatar: Any, resolution: int) -> np.ndarray:
+def _avatar_mask(avatar: Avatar, resolution: int) -> np.ndarray:
     m = getattr(avatar, "mask", None)
     if m is None or np.asarray(m).shape[:2] != (resolution, resolution):
         return fixed_mask(resolution)

@@ -21,7 +21,7 @@ import threading
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -35,6 +35,10 @@ from realtime.render.mouth_interior import MouthInterior
 from realtime.render.mouth_warp import FaceRig, MouthParams
 from realtime.visemes.phonemes import VISEMES
 from realtime.visemes.runtime import VisemePredictor
+
+
+if TYPE_CHECKING:  # renderers read the whole face track; the avatar module is imported by its users
+    from realtime.face.avatar import Avatar
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +150,7 @@ class EmbeddedRenderer(Renderer):
         return EmbeddedState(seed=seed, idle=IdleMotion(seed))
 
     # ---- per avatar frame ------------------------------------------------------------------------
-    def rig(self, avatar: Any, frame_index: int) -> tuple[FaceRig, MouthInterior] | None:
+    def rig(self, avatar: Avatar, frame_index: int) -> tuple[FaceRig, MouthInterior] | None:
         """The cached rig of the avatar's source frame, or None when that frame has no face."""
         src = _source_index(avatar, frame_index)
         hit = self._cached(self._rigs, avatar, src)
@@ -162,7 +166,7 @@ class EmbeddedRenderer(Renderer):
         return entry
 
     # ---- rendering --------------------------------------------------------------------------------
-    def render_params(self, avatar: Any, frame_index: int, params: MouthParams, state: EmbeddedState) -> np.ndarray:
+    def render_params(self, avatar: Avatar, frame_index: int, params: MouthParams, state: EmbeddedState) -> np.ndarray:
         """One output frame (H, W, 3) uint8 for explicit mouth parameters (SDK clients, tests)."""
         frame = np.asarray(avatar.frame(frame_index))
         entry = self.rig(avatar, frame_index)
@@ -183,7 +187,7 @@ class EmbeddedRenderer(Renderer):
         m = idle.head_matrix(t, (float(pivot[0]), float(pivot[1])), frame.shape[:2])
         return self._moved(avatar, frame_index, state.seed, frame, rig, region, m)
 
-    def _moved(self, avatar: Any, frame_index: int, seed: int, frame: np.ndarray, rig: FaceRig,
+    def _moved(self, avatar: Avatar, frame_index: int, seed: int, frame: np.ndarray, rig: FaceRig,
                region: np.ndarray, m: np.ndarray) -> np.ndarray:
         """The frame with ``region`` pasted, moved by the head pose ``m``. The whole-frame warp
         (0.7 ms at 512 px) depends only on (source frame, time, seed), so it is cached and shared by
@@ -210,7 +214,7 @@ class EmbeddedRenderer(Renderer):
                                                  borderMode=cv2.BORDER_REFLECT101)
         return out
 
-    def _deformed_region(self, avatar: Any, frame_index: int, frame: np.ndarray, rig: FaceRig,
+    def _deformed_region(self, avatar: Avatar, frame_index: int, frame: np.ndarray, rig: FaceRig,
                          interior: MouthInterior, params: MouthParams) -> np.ndarray:
         """The region image for these parameters (warp + mouth interior), cached; never modified
         after it is cached (paste_back only reads it)."""
@@ -225,7 +229,7 @@ class EmbeddedRenderer(Renderer):
         return work
 
     # Per-avatar LRU caches (rigs, deformed regions, head-moved frames), shared by the worker threads.
-    def _cached(self, store: weakref.WeakKeyDictionary, avatar: Any, key: Any) -> Any:
+    def _cached(self, store: weakref.WeakKeyDictionary, avatar: Avatar, key: Any) -> Any:
         with self._lock:
             per_avatar = store.setdefault(avatar, OrderedDict())
             hit = per_avatar.get(key)
@@ -233,17 +237,17 @@ class EmbeddedRenderer(Renderer):
                 per_avatar.move_to_end(key)
             return hit
 
-    def _store(self, store: weakref.WeakKeyDictionary, avatar: Any, key: Any, value: Any, limit: int) -> None:
+    def _store(self, store: weakref.WeakKeyDictionary, avatar: Avatar, key: Any, value: Any, limit: int) -> None:
         with self._lock:
             per_avatar = store.setdefault(avatar, OrderedDict())
             per_avatar[key] = value
             while len(per_avatar) > limit:
                 per_avatar.popitem(last=False)
 
-    def rest_frame(self, avatar: Any, frame_index: int, state: EmbeddedState) -> np.ndarray:
+    def rest_frame(self, avatar: Avatar, frame_index: int, state: EmbeddedState) -> np.ndarray:
         return self.render_params(avatar, frame_index, MouthParams(), state)
 
-    def warm_up(self, avatar: Any) -> None:
+    def warm_up(self, avatar: Avatar) -> None:
         """The viseme model, the avatar's first rig and the compiled warp kernel (whose first call
         loads or compiles it: 0.3-1 s), with a rest frame and an open mouth."""
         _ = self.predictor
@@ -258,7 +262,7 @@ class EmbeddedRenderer(Renderer):
         probs, shapes = self.predictor.predict(audio_blocks, state.visemes)
         return np.asarray(probs), np.asarray(shapes), list(self.predictor.blendshape_names)
 
-    def render_chunk(self, avatar: Any, frame_indices: np.ndarray, audio_blocks: np.ndarray,
+    def render_chunk(self, avatar: Avatar, frame_indices: np.ndarray, audio_blocks: np.ndarray,
                      state: EmbeddedState) -> RenderedChunk:
         check_chunk(frame_indices, audio_blocks)
         probs, shapes, names = self.predict(audio_blocks, state)
@@ -273,11 +277,11 @@ class EmbeddedRenderer(Renderer):
         return RenderedChunk(frames, events)
 
 
-def _source_index(avatar: Any, frame_index: int) -> int:
+def _source_index(avatar: Avatar, frame_index: int) -> int:
     return avatar.source_index(frame_index)
 
 
-def render_embedded(avatar: Any, audio: Any, fps: float = 25.0, seed: int = 0,
+def render_embedded(avatar: Avatar, audio: Any, fps: float = 25.0, seed: int = 0,
                     renderer: EmbeddedRenderer | None = None, progress: Any = None) -> list[np.ndarray]:
     """Renders a whole clip (path or 16 kHz samples) with the embedded renderer: one frame per video
     frame of the audio, for ``syncvid render`` and the lip-sync evaluation."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -103,10 +104,27 @@ def _wav_missing_bytes(path: Path) -> int:
     return 0
 
 
-def _decode_native(path: Path) -> tuple[np.ndarray, int]:
-    """(channels, samples) float32 at the file's own rate (stereo and more kept as they are)."""
+@dataclass(frozen=True)
+class DecodedAudio:
+    """A file's audio as it is, for output: (channels, samples) float32 in [-1, 1] at its own rate."""
+
+    samples: np.ndarray
+    rate: int
+    name: str  # how errors name it (the file's path)
+
+    def engine_input(self) -> np.ndarray:
+        """The engine's 16 kHz mono of the same audio (what ``load_audio`` gives for the file)."""
+        if self.rate != SAMPLE_RATE:
+            log.debug("resampling %s from %d Hz to %d Hz", self.name, self.rate, SAMPLE_RATE)
+        return resample(self.samples.mean(axis=0), self.rate)
+
+
+def load_audio_native(source: str | os.PathLike) -> DecodedAudio:
+    """A file's audio at its own rate and channels (stereo and more kept as they are); raises
+    ``AudioInputError`` as ``load_audio`` does."""
     import av  # PyAV (FFmpeg) is heavy: only decoding needs it
 
+    path = Path(source)
     what = _describe(path)
     if not path.exists():
         raise AudioInputError(f"{what} does not exist; check the path")
@@ -146,25 +164,7 @@ def _decode_native(path: Path) -> tuple[np.ndarray, int]:
             f"{what} is truncated: its header declares {declared_s:.2f} s but only {got_s:.2f} s could be decoded; re-export or re-download it"
         )
     _check_finite(x, what)
-    return x, int(rate)
-
-
-def _decode_file(path: Path) -> np.ndarray:
-    x, rate = _decode_native(path)
-    if rate != SAMPLE_RATE:
-        log.debug("resampling %s from %d Hz to %d Hz", path, rate, SAMPLE_RATE)
-    return resample(x.mean(axis=0), rate)
-
-
-def load_audio_native(source: str | os.PathLike) -> tuple[np.ndarray, int]:
-    """A file's audio as it is, for output: ``(x, rate)``, x (channels, samples) float32 in [-1, 1]
-    at the file's own rate. ``load_audio`` gives the engine's 16 kHz mono of the same decode."""
-    return _decode_native(Path(source))
-
-
-def features_input(x: np.ndarray, rate: int) -> np.ndarray:
-    """The engine's 16 kHz mono from ``load_audio_native``'s output (the same as ``load_audio``)."""
-    return resample(np.asarray(x, np.float32).mean(axis=0), rate)
+    return DecodedAudio(x, int(rate), str(path))
 
 
 def load_audio(source, sample_rate: int | None = None) -> np.ndarray:
@@ -177,7 +177,7 @@ def load_audio(source, sample_rate: int | None = None) -> np.ndarray:
     non-finite audio.
     """
     if isinstance(source, (str, os.PathLike)):
-        return _decode_file(Path(source))
+        return load_audio_native(source).engine_input()
     if isinstance(source, (bytes, bytearray, memoryview)):
         raise AudioInputError("raw bytes are not an audio array; pass a file path or a numpy array of samples")
     return _from_array(source, sample_rate)

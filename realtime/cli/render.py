@@ -76,9 +76,9 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--fps must be positive, got {args.fps}")
     if args.steps is not None and not 1 <= args.steps <= 1000:
         raise CLIError(f"--steps must be 1..1000, got {args.steps}")
-    from realtime.audio.io import load_audio
+    from realtime.audio.io import load_audio_native
 
-    load_audio(args.audio)  # a bad audio file fails before any model or avatar work
+    audio = load_audio_native(args.audio)  # a bad audio file fails before any model or avatar work
     if args.unet:
         renderer, resolution = _diffusion_renderer(args)
     else:
@@ -94,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
     if args.avatar and avatar.resolution != resolution and args.unet:
         raise CLIError(f"avatar {args.avatar} was prepared at {avatar.resolution} px but the UNet config expects "
                        f"{resolution} px; run `syncvid prepare-avatar --resolution {resolution}`")
-    report = render_file(renderer, avatar, args.audio, args.out,  # the file: its own rate goes to the output fps=args.fps, chunk=args.chunk, seed=args.seed,
+    # the decoded file: its own rate and channels go to the output
+    report = render_file(renderer, avatar, audio, args.out, fps=args.fps, chunk=args.chunk, seed=args.seed,
                          whisper=args.whisper, progress=not args.no_progress)
     print(f"wrote {report.out}: {report.frames} frames at {report.fps:g} fps ({report.frames / report.fps:.2f} s), "
           f"{renderer.name} renderer, {report.render_seconds:.1f} s "

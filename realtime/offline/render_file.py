@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from realtime.audio.cache import FeatureCache
 from realtime.audio.features import Audio2Feature, chunk_features, num_video_frames
-from realtime.audio.io import SAMPLE_RATE, features_input, load_audio, load_audio_native
+from realtime.audio.io import SAMPLE_RATE, DecodedAudio, load_audio, load_audio_native
 from realtime.errors import AudioInputError, MediaInputError
 from realtime.face.avatar import Avatar
 from realtime.face.sources import prepared_from_file
@@ -63,7 +63,7 @@ def audio_blocks_for(renderer: Renderer, features: np.ndarray, fps: float, num_f
     return chunk_features(features, fps, num_frames)
 
 
-def render_file(renderer: Renderer, avatar: Avatar, audio: str | Path | np.ndarray, out: str | Path,
+def render_file(renderer: Renderer, avatar: Avatar, audio: str | Path | DecodedAudio | np.ndarray, out: str | Path,
                 fps: float = 25.0, chunk: int = MAX_CHUNK, seed: int = 0, whisper: str | None = None,
                 features: np.ndarray | None = None, progress: bool = True, feature_cache: bool = True) -> RenderReport:
     """Renders ``audio`` onto ``avatar`` into the mp4 ``out``; returns what was written.
@@ -78,13 +78,14 @@ def render_file(renderer: Renderer, avatar: Avatar, audio: str | Path | np.ndarr
     t0 = time.perf_counter()
     if isinstance(audio, np.ndarray):
         samples = load_audio(audio)
-        native, native_rate = samples, SAMPLE_RATE
+        native, native_rate, name = samples, SAMPLE_RATE, "the audio"
     else:  # the output keeps the file's own rate and channels; the engine reads 16 kHz mono
-        native, native_rate = load_audio_native(audio)
-        samples = features_input(native, native_rate)
+        decoded = audio if isinstance(audio, DecodedAudio) else load_audio_native(audio)
+        samples = decoded.engine_input()
+        native, native_rate, name = decoded.samples, decoded.rate, decoded.name
     n = num_video_frames(len(samples), fps)
     if n == 0:
-        raise AudioInputError(f"audio {audio!r} is shorter than one video frame at {fps:g} fps; pass longer audio")
+        raise AudioInputError(f"audio {name} is shorter than one video frame at {fps:g} fps; pass longer audio")
     if features is None:
         cache = None
         if feature_cache:

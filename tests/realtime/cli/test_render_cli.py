@@ -51,6 +51,22 @@ def test_render_embedded_on_default_avatar(tmp_path, default_avatar, capsys):
     assert info["duration"] == pytest.approx(1.0, abs=0.1)
 
 
+def test_render_passes_fps_chunk_and_seed_on(tmp_path, default_avatar, capsys, monkeypatch):
+    """--fps, --chunk and --seed reach the renderer (10 fps on 1 s of audio: 10 frames, in chunks of 3)."""
+    from realtime.render.embedded import EmbeddedRenderer
+
+    calls = []
+    real = EmbeddedRenderer.render_chunk
+    monkeypatch.setattr(EmbeddedRenderer, "render_chunk",
+                        lambda self, a, idx, b, state: calls.append((len(idx), state.seed)) or real(self, a, idx, b, state))
+    out = tmp_path / "out.mp4"
+    assert main(["render", "--avatar", str(default_avatar.directory), "--audio", str(_wav(tmp_path / "a.wav")),
+                 "--out", str(out), "--no-progress", "--fps", "10", "--chunk", "3", "--seed", "7"]) == 0
+    assert "10 frames at 10 fps" in capsys.readouterr().out
+    assert calls == [(3, 7), (3, 7), (3, 7), (1, 7)]
+    assert _probe(out)["fps"] == 10
+
+
 @pytest.mark.skipif(_embedded_weights_missing(), reason="the embedded renderer's viseme weights are not committed yet")
 def test_render_image_fresh_install_form(tmp_path):
     """`syncvid render --image FACE --audio A --out OUT.mp4` with no other argument."""

@@ -236,8 +236,7 @@ def prepare_avatar(source: str | Path | np.ndarray, out_dir: str | Path, kind: s
     if isinstance(vae, (str, Path)):
         vae = load_vae(vae)  # fail on a bad VAE directory before the slow landmark pass
     out_dir = Path(out_dir)
-    if out_dir.is_dir() and not (out_dir / META_FILE).is_file() and any(out_dir.iterdir()):
-        raise MediaInputError(f"{out_dir} exists and is not an avatar directory: choose an empty or new --out")
+    _check_out_dir(out_dir)  # before the slow work; again when publishing (another process may race)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
@@ -250,6 +249,12 @@ def prepare_avatar(source: str | Path | np.ndarray, out_dir: str | Path, kind: s
     return Avatar.load(out_dir)
 
 
+def _check_out_dir(out_dir: Path) -> None:
+    """An existing ``out_dir`` must be an avatar (replaced) or empty: never someone's other files."""
+    if out_dir.is_dir() and not (out_dir / META_FILE).is_file() and any(out_dir.iterdir()):
+        raise MediaInputError(f"{out_dir} exists and is not an avatar directory: choose an empty or new --out")
+
+
 def _publish(tmp: Path, out_dir: Path, replace: bool = True) -> None:
     """Renames the finished directory into place; an existing avatar there is replaced, or, with
     ``replace=False`` (cache fills racing each other), kept when it loads."""
@@ -260,8 +265,7 @@ def _publish(tmp: Path, out_dir: Path, replace: bool = True) -> None:
         except MediaInputError:
             pass
     if out_dir.exists():
-        if not (out_dir / META_FILE).is_file() and any(out_dir.iterdir()):
-            raise MediaInputError(f"{out_dir} exists and is not an avatar directory: choose an empty or new --out")
+        _check_out_dir(out_dir)
         old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}-{time.monotonic_ns()}")
         os.rename(out_dir, old)
         shutil.rmtree(old, ignore_errors=True)

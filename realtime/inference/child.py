@@ -157,7 +157,6 @@ class ChildEngine:
             except Exception as e:
                 log.warning("render with a push failed: %s", e)
                 want, frames = [], ()
-        events = events if len(events) == len(frames) else (None,) * len(frames)
         return Drawn(tuple((f.encoder_index, img, ev) for f, img, ev in zip(want, frames, events)),
                      time.perf_counter() - t)
 
@@ -174,7 +173,7 @@ class ChildEngine:
             yield from self._answer([_Job(0, 0.0, k, c, lambda r=r: self._render(r)) for k, c, r in items])
             return
         for (_, c, _), chunk in zip(items, chunks):
-            yield c, RenderAnswer(tuple(chunk.frames), tuple(chunk.events))
+            yield c, RenderAnswer(tuple(chunk.frames), tuple(chunk.frame_events()))
 
     def _state(self, r: RenderRequest) -> RenderState:
         """The session's renderer state for ``r``, with the quality it asks for."""
@@ -188,7 +187,7 @@ class ChildEngine:
     def _render(self, r: RenderRequest) -> RenderAnswer:
         chunk = self.renderers[r.lookahead].render_chunk(self.avatar, np.asarray(r.frame_indices), r.audio_blocks,
                                                          self._state(r))
-        return RenderAnswer(tuple(chunk.frames), tuple(chunk.events))
+        return RenderAnswer(tuple(chunk.frames), tuple(chunk.frame_events()))
 
     def _rest(self, r: RestRequest) -> RestAnswer:
         return RestAnswer(self.rest_cache.get(self.renderers[r.lookahead], self.avatar, r.frame_index, r.seed))

@@ -99,7 +99,7 @@ class EncodeAnswer:
 @dataclass(frozen=True)
 class RenderAnswer:
     frames: tuple[np.ndarray, ...]  # (H, W, 3) uint8 RGB
-    events: tuple[Any, ...] = ()  # per frame: the renderer's side outputs (render.base.FrameEvent)
+    events: tuple[Any, ...] = ()  # per frame: its render.base.FrameEvent, or None
 
 
 @dataclass(frozen=True)

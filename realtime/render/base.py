@@ -61,6 +61,10 @@ class RenderedChunk:
     frames: list[np.ndarray]  # each (H, W, 3) uint8 RGB, full avatar frame size
     events: list[FrameEvent] = field(default_factory=list)  # one per frame where the renderer has them
 
+    def frame_events(self) -> list[FrameEvent | None]:
+        """One event per frame: the renderer's, or None for each frame when it gives none."""
+        return list(self.events) if len(self.events) == len(self.frames) else [None] * len(self.frames)
+
 
 @dataclass
 class ChunkRequest:

@@ -12,10 +12,9 @@ def check_bindable(host: str, port: int) -> None:
     """Raises ``ServerStartError`` naming ``--host``/``--port`` when the server could not listen there.
 
     Binds every address ``host`` resolves to the way the server will (SO_REUSEADDR), then lets go.
-    Port 0 (any free port) always binds.
+    Port 0 (any free port) always binds; the port's range is checked by the config
+    (``RealtimeConfig``), which every caller loads first.
     """
-    if not 0 <= port <= 65535:
-        raise ServerStartError(f"--port {port} is not a TCP port: give 1..65535 (or 0 for any free port)")
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as e:

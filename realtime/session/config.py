@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 from realtime.visemes.windows import WINDOWS
@@ -37,7 +38,7 @@ class SessionConfig:
     def period(self) -> float:
         return 1.0 / self.fps
 
-    @property
+    @cached_property  # read per packet and per frame: computed once
     def silence_rms(self) -> float:
         return 10 ** (self.silence_dbfs / 20.0)
 

@@ -105,7 +105,6 @@ class RenderPlanner:
             self.metrics.frames_dropped.inc(len(frames))
             return
         now = self.clock.now()
-        events = events if len(events) == len(frames) else [None] * len(frames)
         for s, img, ev, a in zip(slots, frames, events, arrivals):
             f.make_ready(int(s), ReadyFrame(img, ev, a), g.slot_time(int(s)) - now)
 
@@ -114,7 +113,7 @@ class RenderPlanner:
         t = time.perf_counter()
         idx = np.array([self.grid.avatar_index(int(s)) for s in slots], dtype=np.int64)
         out = self.renderer.render_chunk(self.avatar, idx, blocks, self.state)
-        return out.frames, out.events, (time.perf_counter() - t) / len(slots)
+        return out.frames, out.frame_events(), (time.perf_counter() - t) / len(slots)
 
     def rendered(self, n: int, seconds_per_frame: float) -> None:
         """Bookkeeping for ``n`` frames rendered (here or with their push)."""

@@ -108,27 +108,28 @@ class SlotOutput:
         if self.grid.anchored:  # both delays relative to t0 + offset
             self._sent_delay_v = t - (slot * self.config.period + self.grid.phi)
 
-    def _audio_time(self, k: int) -> float:
-        """Input time output audio frame ``k`` (20 ms) plays."""
+    def _input_time(self, t: float) -> float:
+        """Input time of the speech that plays ``t`` seconds after the clock's start: the video's
+        delay (the slot grid's offset undone), plus the configured extra audio delay."""
         g = self.grid
-        return k * AUDIO_PTIME - g.video_offset_s + g.phi - self.config.audio_extra_delay_s
+        return t - g.video_offset_s + g.phi - self.config.audio_extra_delay_s
 
-    def samples_for(self, k: int) -> np.ndarray:
-        """48 kHz int16 samples of audio frame ``k``: the input delayed exactly like the video."""
-        if not self.grid.anchored:
-            return np.zeros(AUDIO_OUT_SAMPLES, np.int16)
-        return self.ring48.read(round(self._audio_time(k) * AUDIO_OUT_RATE), AUDIO_OUT_SAMPLES)
-
-    def slot_audio(self, slot: int) -> np.ndarray:
-        """48 kHz int16 speech played during ``slot`` (one frame period, on the same delay)."""
-        n = round(self.config.period * AUDIO_OUT_RATE)
+    def _played(self, t: float, n: int) -> np.ndarray:
+        """48 kHz int16: the ``n`` samples that play from ``t`` seconds after the clock's start."""
         if not self.grid.anchored:
             return np.zeros(n, np.int16)
-        g = self.grid
-        t = slot * self.config.period + g.phi - self.config.audio_extra_delay_s
-        return self.ring48.read(round(t * AUDIO_OUT_RATE), n)
+        return self.ring48.read(round(self._input_time(t) * AUDIO_OUT_RATE), n)
+
+    def samples_for(self, k: int) -> np.ndarray:
+        """Audio frame ``k`` (20 ms): the input delayed exactly like the video."""
+        return self._played(k * AUDIO_PTIME, AUDIO_OUT_SAMPLES)
+
+    def slot_audio(self, slot: int) -> np.ndarray:
+        """The speech played while ``slot`` shows (one frame period from its departure)."""
+        return self._played(self.grid.video_offset_s + slot * self.config.period,
+                            round(self.config.period * AUDIO_OUT_RATE))
 
     def on_audio_sent(self, k: int, t: float) -> None:
         if self.grid.anchored and self._sent_delay_v is not None:
-            delay_a = t - self._audio_time(k)
+            delay_a = t - self._input_time(k * AUDIO_PTIME)
             self.av_offset_s = 0.9 * self.av_offset_s + 0.1 * (delay_a - self._sent_delay_v)

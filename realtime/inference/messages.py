@@ -11,6 +11,10 @@ Requests (server -> child), each answered by exactly one answer:
 - ``RestRequest``: the rest (idle, mouth closed) frame of an avatar index (-> ``RestAnswer``).
 - ``ReleaseRequest``: a closed session's encoder or renderer state (-> ``Released``).
 
+Renders and rest frames name the session's avatar by its prepared folder (``avatar``, see
+``avatar_key``; None: the child's default avatar, ``ChildSpec.avatar_dir``); the child loads the
+others on first use and keeps a few (``child.ChildAvatars``).
+
 Any request may be answered by ``Failed`` instead: the error, raised again in the caller.
 """
 
@@ -22,6 +26,13 @@ from typing import Any, Literal, Union
 import numpy as np
 
 Quality = Literal["full", "low", "lighter"]  # the renderer hint of a degradation level (session.degrade)
+
+
+def avatar_key(avatar: Any) -> str | None:
+    """What names ``avatar`` to the child: its prepared folder (``face.avatar.Avatar.directory``),
+    or None (the child's default) for an avatar without one (a test stand-in)."""
+    directory = getattr(avatar, "directory", None)
+    return str(directory) if directory is not None else None
 
 
 @dataclass(frozen=True)
@@ -39,6 +50,7 @@ class DrawSpec:
     seed: int
     frames: tuple[DrawFrame, ...]
     quality: Quality
+    avatar: str | None = None  # the session's avatar (avatar_key); None: the child's default
 
     @property
     def first_deadline(self) -> float:
@@ -64,6 +76,7 @@ class RenderRequest:
     audio_blocks: np.ndarray  # (N, S, 384) float32
     quality: Quality = "full"
     deadline: float = 0.0  # monotonic seconds of the chunk's first slot (earliest deadline first)
+    avatar: str | None = None  # the session's avatar (avatar_key); None: the child's default
 
 
 @dataclass(frozen=True)
@@ -71,6 +84,7 @@ class RestRequest:
     lookahead: str
     seed: int
     frame_index: int
+    avatar: str | None = None  # the session's avatar (avatar_key); None: the child's default
 
 
 @dataclass(frozen=True)
@@ -129,6 +143,7 @@ class ChildSpec:
     fps: int
     nice: int | None
     diffusion: Any = None  # factory.DiffusionConfig (renderer "diffusion")
+    max_avatars: int = 4  # other avatars (than avatar_dir's) kept loaded, least recently used dropped
 
 
 # The child's first message on its first pipe, once: its models are loaded, or they could not be.

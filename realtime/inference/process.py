@@ -40,7 +40,7 @@ from realtime.heap import freeze_startup_heap
 from realtime.inference.factory import DiffusionConfig
 from realtime.inference.messages import (Answer, ChildSpec, Drawn, DrawSpec, EncodeAnswer, EncodeRequest, Failed,
                                          Ready, ReleaseRequest, RenderAnswer, RenderRequest, Request, RestAnswer,
-                                         RestRequest, StartFailed)
+                                         RestRequest, StartFailed, avatar_key)
 from realtime.inference.shm_channel import ANSWER_BYTES, REQUEST_BYTES, Region
 from realtime.inference.worker import WorkerBusy
 from realtime.render.base import AvatarFrames, RenderedChunk, Renderer, RenderState
@@ -58,8 +58,9 @@ class ProcessBackend:
     blocking and thread-safe (one pipe per concurrent caller)."""
 
     def __init__(self, avatar_dir: str | None, renderer: str = "embedded", fps: int = 25,
-                 connections: int = 8, nice: int | None = None, diffusion: DiffusionConfig | None = None) -> None:
-        self.spec = ChildSpec(avatar_dir, renderer, fps, nice, diffusion)
+                 connections: int = 8, nice: int | None = None, diffusion: DiffusionConfig | None = None,
+                 max_avatars: int = 4) -> None:
+        self.spec = ChildSpec(avatar_dir, renderer, fps, nice, diffusion, max_avatars)
         self.n_conn = connections
         self._lock = threading.Lock()
         self._closed = False
@@ -256,7 +257,8 @@ class EncoderProxy:
 
 
 class RendererProxy(Renderer):
-    """The renderer in the child. Each ``RenderState`` made here names its state in the child."""
+    """The renderer in the child. Each ``RenderState`` made here names its state in the child; each
+    request names the avatar by its folder (``messages.avatar_key``), which the child loads."""
 
     def __init__(self, backend: ProcessBackend, lookahead: str, name: str = "embedded") -> None:
         self.backend, self.lookahead, self.name = backend, lookahead, name
@@ -268,11 +270,12 @@ class RendererProxy(Renderer):
                      state: RenderState) -> RenderedChunk:
         answer: RenderAnswer = self.backend.call(RenderRequest(
             state.remote_id, self.lookahead, state.seed, np.asarray(frame_indices),
-            np.asarray(audio_blocks, np.float32), state.quality, state.deadline))
+            np.asarray(audio_blocks, np.float32), state.quality, state.deadline, avatar_key(avatar)))
         return RenderedChunk(list(answer.frames), list(answer.events))
 
     def rest_frame(self, avatar: AvatarFrames, frame_index: int, state: RenderState) -> np.ndarray:
-        answer: RestAnswer = self.backend.call(RestRequest(self.lookahead, state.seed, int(frame_index)))
+        answer: RestAnswer = self.backend.call(RestRequest(self.lookahead, state.seed, int(frame_index),
+                                                           avatar_key(avatar)))
         return answer.frame
 
     def release(self, state: RenderState) -> None:

@@ -29,10 +29,10 @@ class RestFrameCache:
 
     def _get(self, renderer: Renderer, avatar: AvatarFrames, index: int, seed: int):
         key = (id(renderer), id(avatar), seed, index)
-        frame = self._frames.get(key)
-        if frame is not None:
+        entry = self._frames.get(key)
+        if entry is not None and entry[0] is avatar:  # the avatar is kept with its frames: its id is never reused
             self.hits += 1
-            return frame
+            return entry[1]
         self.misses += 1
         skey = (id(renderer), seed)
         if skey not in self._states:
@@ -41,7 +41,7 @@ class RestFrameCache:
                 self._states.popitem(last=False)
         self._states.move_to_end(skey)
         frame = renderer.rest_frame(avatar, index, self._states[skey])
-        self._frames[key] = frame
+        self._frames[key] = (avatar, frame)
         while len(self._frames) > self.max_items:
             self._frames.popitem(last=False)
         return frame

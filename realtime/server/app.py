@@ -1,8 +1,10 @@
-"""The asyncio server: one port, `/ws` WebSocket sessions plus plain HTTP (`/`, `/healthz`, `/metrics`).
+"""The asyncio server: one port, `/ws` WebSocket sessions plus plain HTTP (`/`, `/healthz`,
+`/metrics`, `/avatars`).
 
-A thin layer over ``protocol.SessionProtocol`` (rules) and ``session.WebRTCSession`` (media). Any
-failure inside one connection is logged and ends that connection with an error message and close
-code; the server keeps serving.
+A thin layer over ``protocol.SessionProtocol`` (rules) and the two session kinds: ``WebRTCSession``
+(a browser's media over WebRTC) and ``SdkSession`` (the avatar SDK: PCM in, frames and events out on
+the same socket). Any failure inside one connection is logged and ends that connection with an
+error message and close code; the server keeps serving.
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from realtime.face.library import UnknownAvatar
 from realtime.heap import PauseWatch, Sweeper
 from realtime.metrics import ServerMetrics
 from realtime.server import protocol as P
 from realtime.server.config import RealtimeConfig
+from realtime.server.sdk.session import SdkSession
 from realtime.server.webrtc.session import SessionError, WebRTCSession
 from realtime.session.shared import Engine
 
@@ -62,7 +66,7 @@ class RealtimeServer:
     def __init__(self, config: RealtimeConfig, engine: Engine, metrics: ServerMetrics | None = None) -> None:
         self.config, self.engine = config, engine
         self.metrics = metrics or ServerMetrics()
-        self.sessions: set[WebRTCSession] = set()
+        self.sessions: set[WebRTCSession | SdkSession] = set()
         self._reserved = 0  # sessions being set up, counted against the cap before they exist
         self._server: Server | None = None
         self._ticker: asyncio.Task | None = None
@@ -170,6 +174,9 @@ class RealtimeServer:
                 return _response(403, b"/stats is served to clients on this machine only\n", "text/plain; charset=utf-8")
             body = self.stats(reset="reset=1" in request.path)
             return _response(200, json.dumps(body).encode(), "application/json")
+        if path == "/avatars":
+            body = {"avatars": self.engine.avatars.describe()}
+            return _response(200, json.dumps(body).encode(), "application/json")
         if path in STATIC:
             name, ctype = STATIC[path]
             f = self.client_dir / name
@@ -202,7 +209,7 @@ class RealtimeServer:
             "gc_sweeps": int(m.gc_sweeps.value),
             "frames": {k: int(getattr(m, "frames_" + k).value)
                        for k in ("sent", "rendered", "rest", "late", "repeated", "dropped")},
-            "skipped_slots": sum(s.video.skipped for s in self.sessions),
+            "skipped_slots": sum(s.skipped for s in self.sessions),
             "output_fps": round(m.output_fps.value, 2),
             "degrade_level_max": max((s.live.level for s in self.sessions), default=0),
             "av_offset_ms": [round(s.live.av_offset_s * 1000, 2) for s in self.sessions],
@@ -227,7 +234,7 @@ class RealtimeServer:
 
     async def _handle(self, ws: ServerConnection) -> None:
         proto = P.SessionProtocol()
-        session: WebRTCSession | None = None
+        session: WebRTCSession | SdkSession | None = None
         reserved = False
         try:
             try:
@@ -243,12 +250,7 @@ class RealtimeServer:
             if isinstance(event, P.Close):
                 await ws.close(P.CLOSE_NORMAL, "bye")
                 return
-            if isinstance(event, P.Start):
-                # Avatar-SDK sessions: routed here, protocol completed by a later issue.
-                await self._fail(ws, P.ErrorCode.NOT_SUPPORTED, "avatar-SDK sessions ('start') are not supported "
-                                 "by this server yet; send a WebRTC 'offer' instead", P.CLOSE_UNSUPPORTED)
-                return
-            assert isinstance(event, P.Offer)
+            assert isinstance(event, (P.Offer, P.Start))
             if len(self.sessions) + self._reserved >= self.config.max_sessions:
                 self.metrics.sessions_rejected.inc()
                 await self._fail(ws, P.ErrorCode.SESSION_CAP, f"server is at its session cap "
@@ -256,21 +258,32 @@ class RealtimeServer:
                 return
             self._reserved += 1
             reserved = True
-            session = WebRTCSession(self.engine, self.config, self.metrics, event.options)
-            try:
-                answer = await session.start(event.sdp)
-            except SessionError as e:
-                await self._fail(ws, P.ErrorCode.BAD_MESSAGE, str(e), P.CLOSE_POLICY)
+            avatar = event.options.avatar if isinstance(event, P.Start) else event.options.get("avatar", "default")
+            try:  # a photo or video is prepared on first use (seconds): off the event loop
+                await asyncio.to_thread(self.engine.avatars.load, avatar)
+            except UnknownAvatar as e:
+                await self._fail(ws, P.ErrorCode.UNKNOWN_AVATAR, str(e), P.CLOSE_POLICY)
                 return
+            if isinstance(event, P.Offer):
+                session = WebRTCSession(self.engine, self.config, self.metrics, event.options)
+                try:
+                    answer = await session.start(event.sdp)
+                except SessionError as e:
+                    await self._fail(ws, P.ErrorCode.BAD_MESSAGE, str(e), P.CLOSE_POLICY)
+                    return
+                await ws.send(P.encode(P.answer_message(answer)))
+                await self._send(ws, P.event_message("session_started", session=session.id, fps=self.config.fps,
+                                                     latency_budget_ms=round(session.budget_s * 1000),
+                                                     lookahead=session.lookahead))
+            else:
+                session = SdkSession(self.engine, self.config, self.metrics, event.options,
+                                     send=lambda m: self._send_raw(ws, m))
+                session.start()
             self._reserved -= 1
             reserved = False
             self.sessions.add(session)
             self.metrics.sessions_total.inc()
             self.metrics.sessions.set(len(self.sessions))
-            await ws.send(P.encode(P.answer_message(answer)))
-            await self._send(ws, P.event_message("session_started", session=session.id, fps=self.config.fps,
-                                                 latency_budget_ms=round(session.budget_s * 1000),
-                                                 lookahead=session.lookahead))
             await self._serve_session(ws, proto, session)
         except ConnectionClosed:
             pass
@@ -288,12 +301,26 @@ class RealtimeServer:
                 self.metrics.sessions.set(len(self.sessions))
                 self.sweeper.session_ended()
 
-    async def _serve_session(self, ws: ServerConnection, proto: P.SessionProtocol, session: WebRTCSession) -> None:
+    async def _send_raw(self, ws: ServerConnection, message: str | bytes) -> None:
+        with contextlib.suppress(ConnectionClosed):  # the control loop sees the close and ends the session
+            await ws.send(message)
+
+    async def _serve_session(self, ws: ServerConnection, proto: P.SessionProtocol,
+                             session: WebRTCSession | SdkSession) -> None:
         control = asyncio.create_task(self._control(ws, proto, session), name=f"{session.id}-control")
         gone = asyncio.create_task(session.gone.wait(), name=f"{session.id}-gone")
         try:
             done, _ = await asyncio.wait({control, gone}, return_when=asyncio.FIRST_COMPLETED)
-            if gone in done and not control.done() and session.failed:  # a server bug, logged with its traceback
+            if gone in done and not control.done() and isinstance(session, SdkSession) and session.slow:
+                # the client stopped reading: its sender task waits on the socket and holds it; stop the
+                # session first, then a close frame only (an error message would queue behind the frames)
+                await session.close()
+                reason = close_reason(f"{P.ErrorCode.SLOW_CONSUMER.value}: the client did not read its frames")
+                try:  # the close frame waits behind unread data with no deadline of its own
+                    await asyncio.wait_for(ws.close(P.CLOSE_POLICY, reason), self.config.limits.close_timeout_s)
+                except asyncio.TimeoutError:
+                    ws.transport.abort()
+            elif gone in done and not control.done() and session.failed:  # a server bug, logged with its traceback
                 await self._fail(ws, P.ErrorCode.INTERNAL, f"internal server error ({session.failed}); the session "
                                  "ended, see the server log; start a new one", P.CLOSE_INTERNAL)
             elif gone in done and not control.done():
@@ -306,7 +333,8 @@ class RealtimeServer:
                 t.cancel()
             await asyncio.gather(control, gone, return_exceptions=True)
 
-    async def _control(self, ws: ServerConnection, proto: P.SessionProtocol, session: WebRTCSession) -> None:
+    async def _control(self, ws: ServerConnection, proto: P.SessionProtocol,
+                       session: WebRTCSession | SdkSession) -> None:
         """Control messages overtake media: they act on the scheduler immediately."""
         async for message in ws:
             event = proto.receive_text(message) if isinstance(message, str) else proto.receive_bytes(message)
@@ -315,9 +343,18 @@ class RealtimeServer:
                     await self._fail(ws, event.code, event.message, event.close_code)
                     return
                 await self._send(ws, event.to_message())
+            elif isinstance(event, P.AudioChunk):  # SDK sessions only (the protocol refuses it otherwise)
+                assert isinstance(session, SdkSession)
+                if not session.receive_audio(event.pcm16):
+                    await self._send(ws, P.error_message(P.ErrorCode.BUFFER_FULL, (
+                        f"more than {self.config.limits.sdk_buffer_s:g} s of speech buffered; this chunk was "
+                        "dropped: send at most real time once the buffer is full")))
             elif isinstance(event, P.Interrupt):
-                session.interrupt()
-                await self._send(ws, P.event_message("interrupted"))
+                session.interrupt()  # an SDK session queues its own reply behind the frames already queued
+                if isinstance(session, WebRTCSession):
+                    await self._send(ws, P.event_message("interrupted"))
+            elif isinstance(event, P.EndOfUtterance):
+                session.end_of_utterance()
             elif isinstance(event, P.Report):
                 self.metrics.glass_latency.observe(event.glass_to_glass_ms / 1000.0)
             elif isinstance(event, P.Close):

@@ -25,6 +25,11 @@ class LimitsConfig:
     audio_buffer_s: float = 4.0  # input audio ring per session; older audio is overwritten, never queued
     max_frames_ahead: int = 16  # rendered-but-not-sent frames per session
     teardown_timeout_s: float = 2.0  # time given to each task/peer connection to close
+    # avatars of the library (avatars_dir) kept loaded besides the default, in the server and in the
+    # inference process each; the least recently used is dropped (a running session keeps its own)
+    max_avatars_loaded: int = 4
+    sdk_buffer_s: float = 120.0  # speech an avatar-SDK session holds ahead of playback (TTS is faster than real time)
+    sdk_send_queue_s: float = 2.0  # output queued for an SDK client that does not read; beyond it the session ends
 
 
 @dataclass
@@ -42,6 +47,9 @@ class RealtimeConfig:
     renderer: str = "embedded"  # embedded | diffusion
     lookahead: str = "full"  # full (120 ms of future audio) | low (<= 40 ms)
     avatar_dir: str | None = None  # None: the default avatar that ships with the install
+    # a folder of avatars sessions choose from by name (photos, videos, prepared avatar folders); the
+    # server's avatar (avatar_dir) is always offered as "default". None: that one alone
+    avatars_dir: str | None = None
     inference: str = "process"  # process: models in a child process (no GIL shared with the event loop) | thread
     inference_threads: int = 2  # inference "thread" only: worker threads running the models in this process
     # inference "process" only: the child's nice value. Its jobs carry every session's deadlines, so
@@ -96,6 +104,8 @@ class RealtimeConfig:
             raise ConfigError(f"light_load_sessions must be >= 0, got {self.light_load_sessions}")
         if not 1 <= self.max_chunk <= 16:
             raise ConfigError(f"max_chunk must be 1..16, got {self.max_chunk}")
+        if self.limits.max_avatars_loaded < 1:
+            raise ConfigError(f"limits.max_avatars_loaded must be >= 1, got {self.limits.max_avatars_loaded}")
 
     @property
     def budget_s(self) -> float:

@@ -1,11 +1,13 @@
 """Builds the engine every session shares (``session.shared.Engine``) from the server's config:
-the avatar, the renderers and streaming encoders, in this process or in the inference process."""
+the avatar and the avatar library, the renderers and streaming encoders, in this process or in the
+inference process."""
 
 from __future__ import annotations
 
 import logging
 
 from realtime.face.avatar import Avatar, default_avatar
+from realtime.face.library import AvatarLibrary
 from realtime.face.sources import load_avatar_source
 from realtime.inference.factory import (check_diffusion_files, make_renderer, make_stream_encoder, renderer_kind,
                                         whisper_path)
@@ -23,14 +25,16 @@ PROCESS_THREADS = 8
 
 def build_engine(config: RealtimeConfig, avatar: Avatar | None = None) -> Engine:
     """The real engine: embedded (or diffusion) renderer, streaming Whisper encoder, avatar
-    (``avatar`` overrides ``config.avatar_dir``; neither: the default avatar)."""
+    (``avatar`` overrides ``config.avatar_dir``; neither: the default avatar), and the library of
+    ``config.avatars_dir`` around it."""
     if config.renderer == "diffusion":
         check_diffusion_files(config.diffusion)
 
     if avatar is None:  # a prepared folder, or a photo or video prepared now (and cached)
         avatar = load_avatar_source(config.avatar_dir) if config.avatar_dir else default_avatar()
+    avatars = AvatarLibrary(config.avatars_dir, avatar, config.limits.max_avatars_loaded)
     if config.inference == "process":
-        return _process_engine(config, avatar)
+        return _process_engine(config, avatar, avatars)
 
     def renderer_factory(lookahead: str):
         return make_renderer(config.renderer, lookahead, config.diffusion)
@@ -47,19 +51,21 @@ def build_engine(config: RealtimeConfig, avatar: Avatar | None = None) -> Engine
         return make_stream_encoder(shared[path], lookahead, fps)
 
     engine = Engine(avatar=avatar, renderer_factory=renderer_factory, encoder_factory=encoder_factory,
-                    worker=InferenceWorker(threads=config.inference_threads))
+                    worker=InferenceWorker(threads=config.inference_threads), avatars=avatars)
     engine.warm_up(("full", "low"), config.fps)
     return engine
 
 
-def _process_engine(config: RealtimeConfig, avatar: Avatar) -> Engine:
-    """Models in a child process (realtime/inference/process.py); this process keeps the avatar for
-    timing and fallbacks, and ``PROCESS_THREADS`` worker threads that forward jobs to the child."""
+def _process_engine(config: RealtimeConfig, avatar: Avatar, avatars: AvatarLibrary) -> Engine:
+    """Models in a child process (realtime/inference/process.py); this process keeps the avatars for
+    timing and fallbacks (and prepares the library's photos and videos, which the child then loads
+    by folder), and ``PROCESS_THREADS`` worker threads that forward jobs to the child."""
     backend = ProcessBackend(str(avatar.directory), config.renderer, config.fps, connections=PROCESS_THREADS + 1,
-                             nice=config.inference_nice, diffusion=config.diffusion)
+                             nice=config.inference_nice, diffusion=config.diffusion,
+                             max_avatars=config.limits.max_avatars_loaded)
     engine = Engine(avatar=avatar,
                     renderer_factory=lambda la: RendererProxy(backend, la, renderer_kind(config.renderer, la)),
                     encoder_factory=lambda la, fps: EncoderProxy(backend, la, fps),
-                    worker=InferenceWorker(threads=PROCESS_THREADS), backend=backend)
+                    worker=InferenceWorker(threads=PROCESS_THREADS), backend=backend, avatars=avatars)
     engine.warm_up(("full", "low"), config.fps)
     return engine

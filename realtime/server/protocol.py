@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from syncvid_client import wire
+
 from realtime.server.ratelimit import TokenBucket
 
 # WebSocket close codes (RFC 6455 section 7.4.1), the subset this server uses.
@@ -32,7 +34,12 @@ MAX_SEED = 2**32 - 1  # idle-motion seed (numpy seeds are non-negative)
 # would take the event loop from every session. Over the limit the connection is closed (1008).
 CONTROL_RATE_PER_S = 50.0
 CONTROL_BURST = 100.0
-OPTION_TYPES: dict[str, type] = {"low_latency": bool, "seed": int}
+MAX_AVATAR_NAME = 200  # characters of an avatar name (a file or folder name in the library)
+# Options each first message may carry (all optional), with their JSON types.
+OFFER_OPTIONS: dict[str, type] = {"low_latency": bool, "seed": int, "avatar": str}
+START_OPTIONS: dict[str, type] = {**OFFER_OPTIONS, "sample_rate": int, "video": str, "jpeg_quality": int,
+                                  "visemes": bool, "blendshapes": bool, "audio_out": bool}
+DEFAULT_JPEG_QUALITY = 80
 
 
 class ErrorCode(str, enum.Enum):
@@ -46,6 +53,10 @@ class ErrorCode(str, enum.Enum):
     NOT_SUPPORTED = "not_supported"
     INTERNAL = "internal_error"
     RATE_LIMITED = "rate_limited"  # more control messages than CONTROL_RATE_PER_S (burst CONTROL_BURST)
+    UNKNOWN_AVATAR = "unknown_avatar"  # options.avatar names no avatar of the library
+    BUFFER_FULL = "buffer_full"  # an SDK session's speech buffer is full: the chunk was dropped
+    BAD_AUDIO = "bad_audio"  # odd-length PCM16, or a sample rate the server does not accept
+    SLOW_CONSUMER = "slow_consumer"  # an SDK client stopped reading its frames
 
 
 class SessionKind(str, enum.Enum):
@@ -66,8 +77,28 @@ class Offer:
 
 
 @dataclass(frozen=True)
+class SdkOptions:
+    """What an avatar-SDK client asked for in ``start`` (docs/protocol.md has the table)."""
+
+    sample_rate: int = wire.DEFAULT_SAMPLE_RATE
+    video: str = "jpeg"  # jpeg | raw | none
+    jpeg_quality: int = DEFAULT_JPEG_QUALITY
+    visemes: bool = True
+    blendshapes: bool = True
+    audio_out: bool = True
+    avatar: str = "default"
+    low_latency: bool = False
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class Start:
-    options: dict[str, Any] = field(default_factory=dict)
+    options: SdkOptions = field(default_factory=SdkOptions)
+
+
+@dataclass(frozen=True)
+class EndOfUtterance:
+    pass
 
 
 @dataclass(frozen=True)
@@ -104,7 +135,7 @@ class ProtocolError:
         return error_message(self.code, self.message)
 
 
-Event = Offer | Start | Interrupt | Close | Report | AudioChunk | ProtocolError
+Event = Offer | Start | Interrupt | EndOfUtterance | Close | Report | AudioChunk | ProtocolError
 
 
 def error_message(code: ErrorCode, message: str) -> dict[str, Any]:
@@ -123,21 +154,40 @@ def encode(message: dict[str, Any]) -> str:
     return json.dumps(message, separators=(",", ":"))
 
 
-def _parse_options(raw: Any) -> dict[str, Any] | ProtocolError:
+def _parse_options(raw: Any, known: dict[str, type]) -> dict[str, Any] | ProtocolError:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
         return ProtocolError(ErrorCode.BAD_OPTION, "'options' must be a JSON object")
     for key, value in raw.items():
-        tp = OPTION_TYPES.get(key)
+        tp = known.get(key)
         if tp is None:
-            known = ", ".join(sorted(OPTION_TYPES))
-            return ProtocolError(ErrorCode.BAD_OPTION, f"unknown option '{key[:40]}' (known: {known})")
+            names = ", ".join(sorted(known))
+            return ProtocolError(ErrorCode.BAD_OPTION, f"unknown option '{key[:40]}' (known: {names})")
         if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
             return ProtocolError(ErrorCode.BAD_OPTION, f"option '{key}' must be {tp.__name__}")
-        if key == "seed" and not 0 <= value <= MAX_SEED:
-            return ProtocolError(ErrorCode.BAD_OPTION, f"option 'seed' must be from 0 to {MAX_SEED}")
+    seed, avatar = raw.get("seed", 0), raw.get("avatar", "default")
+    if not 0 <= seed <= MAX_SEED:
+        return ProtocolError(ErrorCode.BAD_OPTION, f"option 'seed' must be from 0 to {MAX_SEED}")
+    if not 0 < len(avatar) <= MAX_AVATAR_NAME:
+        return ProtocolError(ErrorCode.BAD_OPTION, f"option 'avatar' must be a name of 1 to {MAX_AVATAR_NAME} "
+                             "characters (GET /avatars lists them)")
     return dict(raw)
+
+
+def _sdk_options(raw: Any) -> SdkOptions | ProtocolError:
+    opts = _parse_options(raw, START_OPTIONS)
+    if isinstance(opts, ProtocolError):
+        return opts
+    rate = opts.get("sample_rate", wire.DEFAULT_SAMPLE_RATE)
+    if rate not in wire.SAMPLE_RATES:
+        return ProtocolError(ErrorCode.BAD_AUDIO, f"sample_rate {rate} is not accepted; send PCM16 at one of "
+                             f"{', '.join(map(str, wire.SAMPLE_RATES))} Hz")
+    if opts.get("video", "jpeg") not in wire.VIDEO_FORMATS:
+        return ProtocolError(ErrorCode.BAD_OPTION, f"option 'video' must be one of {', '.join(wire.VIDEO_FORMATS)}")
+    if not 1 <= opts.get("jpeg_quality", DEFAULT_JPEG_QUALITY) <= 100:
+        return ProtocolError(ErrorCode.BAD_OPTION, "option 'jpeg_quality' must be from 1 to 100")
+    return SdkOptions(**opts)
 
 
 def parse_text(text: str) -> Event:
@@ -160,13 +210,15 @@ def parse_text(text: str) -> Event:
                                  f"{MAX_SDP_CHARS} (a browser's is a few thousand)")
         if not sdp.lstrip().startswith("v=0"):
             return ProtocolError(ErrorCode.BAD_MESSAGE, "'sdp' is not a session description (must start with v=0)")
-        opts = _parse_options(msg.get("options"))
+        opts = _parse_options(msg.get("options"), OFFER_OPTIONS)
         return opts if isinstance(opts, ProtocolError) else Offer(sdp=sdp, options=opts)
     if kind == "start":
-        opts = _parse_options(msg.get("options"))
-        return opts if isinstance(opts, ProtocolError) else Start(options=opts)
-    if kind == "interrupt":
+        sdk = _sdk_options(msg.get("options"))
+        return sdk if isinstance(sdk, ProtocolError) else Start(options=sdk)
+    if kind in ("interrupt", "clear_buffer"):  # clear_buffer: the name agent frameworks use
         return Interrupt()
+    if kind == "end_of_utterance":
+        return EndOfUtterance()
     if kind == "close":
         reason = msg.get("reason", "")
         return Close(reason=reason if isinstance(reason, str) else "")
@@ -177,7 +229,8 @@ def parse_text(text: str) -> Event:
         return Report(glass_to_glass_ms=float(v))
     return ProtocolError(
         ErrorCode.UNKNOWN_TYPE,
-        f"unknown message type '{kind[:40]}' (expected offer, start, interrupt, report or close)",
+        f"unknown message type '{kind[:40]}' (expected offer, start, interrupt, clear_buffer, end_of_utterance, "
+        "report or close)",
     )
 
 
@@ -232,5 +285,6 @@ class SessionProtocol:
                 ErrorCode.UNEXPECTED, "binary audio is only accepted after a 'start' message", close_code=close
             )
         if len(data) % 2:
-            return ProtocolError(ErrorCode.BAD_MESSAGE, "binary audio must be PCM16: an even number of bytes")
+            return ProtocolError(ErrorCode.BAD_AUDIO, f"binary audio of {len(data)} bytes: PCM16 needs an even "
+                                 "number of bytes (2 per sample); the chunk was dropped")
         return AudioChunk(pcm16=bytes(data))

@@ -29,6 +29,7 @@ class SessionConfig:
     light_cut_s: float = 0.0  # aimed under the budget while the server is lightly loaded (LoadWatch)
     light_sessions: int = 0  # "lightly loaded": at most this many sessions
     seed: int = 0
+    avatar: str = "default"  # a name of the engine's avatar library (Engine.avatars)
 
     @property
     def lookahead_s(self) -> float:
@@ -43,9 +44,11 @@ class SessionConfig:
         return 10 ** (self.silence_dbfs / 20.0)
 
     @classmethod
-    def from_realtime(cls, config: RealtimeConfig, low_latency: bool = False, seed: int = 0) -> SessionConfig:
+    def from_realtime(cls, config: RealtimeConfig, low_latency: bool = False, seed: int = 0,
+                      avatar: str = "default") -> SessionConfig:
         """A session of the server configured by ``config``; ``low_latency``: the client asked for it
-        (the server's ``lookahead: low`` makes every session low-latency)."""
+        (the server's ``lookahead: low`` makes every session low-latency); ``avatar``: the name of
+        the avatar it chose."""
         lookahead = "low" if low_latency or config.lookahead == "low" else "full"
         budget_ms = config.low_latency_budget_ms if lookahead == "low" else config.latency_budget_ms
         return cls(fps=config.fps, lookahead=lookahead, budget_s=budget_ms / 1000.0, max_chunk=config.max_chunk,
@@ -53,4 +56,4 @@ class SessionConfig:
                    audio_buffer_s=config.limits.audio_buffer_s,
                    audio_extra_delay_s=config.audio_extra_delay_ms / 1000.0,
                    light_cut_s=config.light_load_cut_ms / 1000.0, light_sessions=config.light_load_sessions,
-                   seed=seed)
+                   seed=seed, avatar=avatar)

@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 from realtime.audio.features import STEPS_PER_SECOND
-from realtime.inference.messages import DrawFrame, Drawn, DrawSpec
+from realtime.inference.messages import DrawFrame, Drawn, DrawSpec, avatar_key
 from realtime.inference.worker import InferenceWorker, WorkerClosed
 from realtime.metrics import ServerMetrics
 from realtime.render.base import RenderState
@@ -178,7 +178,8 @@ class EncoderFeed:
             frames.append(DrawFrame(j - 1, g.avatar_index(slot), g.slot_time(slot) if real_clock else math.inf))
         if not frames:
             return None
-        return DrawSpec(self.state.remote_id, self.state.seed, tuple(frames), self.degrade.quality)
+        return DrawSpec(self.state.remote_id, self.state.seed, tuple(frames), self.degrade.quality,
+                        avatar=avatar_key(self.planner.avatar))
 
     def _take_drawn(self, base: int, drawn: Drawn) -> None:
         """Frames rendered with the push become ready like the render planner's."""

@@ -50,6 +50,7 @@ class LiveSession:
         self.renderer = engine.renderer(config.lookahead)
         self.encoder = engine.encoder_factory(config.lookahead, config.fps)
         self.state = self.renderer.new_state(config.seed)
+        self.avatar = engine.avatars.get(config.avatar)
         self.ring16 = AudioRing(ENCODER_RATE, config.audio_buffer_s, np.float32)
         self.ring48 = AudioRing(AUDIO_OUT_RATE, config.audio_buffer_s, np.int16)
         self.frames = SessionFrames(config.max_frames_ahead, self.metrics)
@@ -58,11 +59,11 @@ class LiveSession:
         if engine.load is not None:
             engine.load.join(self.key)
         self.planner = RenderPlanner(config, self.grid, self.frames, self.degrade, engine.worker, self.renderer,
-                                     engine.avatar, self.state, self.clock, self.metrics, self.counts,
+                                     self.avatar, self.state, self.clock, self.metrics, self.counts,
                                      engine.rest_cache)
         self.feed = EncoderFeed(config, self.grid, self.frames, self.degrade, self.planner, self.ring16,
                                 engine.worker, self.encoder, self.state, self.clock, self.metrics, self.counts)
-        self.output = SlotOutput(config, self.grid, self.frames, self.degrade, self.ring48, engine.avatar,
+        self.output = SlotOutput(config, self.grid, self.frames, self.degrade, self.ring48, self.avatar,
                                  self.clock, self.metrics, self.counts, lambda: self.planner.render_s_per_frame,
                                  self.feed.input_loud, engine.load)
         self.tasks: list[asyncio.Task] = []
@@ -167,6 +168,11 @@ class LiveSession:
         """48 kHz int16 speech that plays during slot ``n`` (one frame period), for transports that
         send each frame with its audio."""
         return self.output.slot_audio(n)
+
+    def slot_input_time(self, n: int) -> float | None:
+        """Input time (seconds since the first pushed sample) where slot ``n``'s audio starts; None
+        until the grid is anchored. The next slot's is where it ends."""
+        return self.output.slot_input_time(n)
 
     def on_video_sent(self, n: int, t: float) -> None:
         self.output.on_video_sent(n, t)

@@ -1,7 +1,7 @@
-"""What every session shares: the avatar, one renderer per look-ahead setting, the encoder factory,
-the inference worker, the shared rest frames, where each session's slots fall (``SlotPhases``) and
-whether the server is lightly loaded (``LoadWatch``). Models are loaded once per process and only
-ever used from the worker."""
+"""What every session shares: the avatars (the default one and the library sessions choose from),
+one renderer per look-ahead setting, the encoder factory, the inference worker, the shared rest
+frames, where each session's slots fall (``SlotPhases``) and whether the server is lightly loaded
+(``LoadWatch``). Models are loaded once per process and only ever used from the worker."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from realtime.face.library import AvatarLibrary
 from realtime.inference.rest_cache import RestFrameCache
 from realtime.inference.worker import InferenceWorker
 from realtime.render.base import AvatarFrames, Renderer
@@ -92,7 +93,7 @@ class LoadWatch:
 
 @dataclass
 class Engine:
-    avatar: AvatarFrames
+    avatar: AvatarFrames  # the default avatar (``avatars.get("default")``)
     renderer_factory: Callable[[str], Renderer]  # lookahead -> Renderer (cached below)
     encoder_factory: Callable[[str, int], StreamEncoder]  # (lookahead, fps) -> a new per-session encoder
     worker: InferenceWorker
@@ -101,7 +102,13 @@ class Engine:
     phases: SlotPhases = field(default_factory=SlotPhases)
     load: LoadWatch = field(default_factory=LoadWatch)
     backend: ProcessBackend | None = None  # when the models run in the inference process
+    # the avatars sessions choose from by name (SessionConfig.avatar); None: ``avatar`` alone
+    avatars: AvatarLibrary = None  # type: ignore[assignment]  # set in __post_init__
     _renderers: dict[str, Renderer] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.avatars is None:
+            self.avatars = AvatarLibrary(None, self.avatar)  # type: ignore[arg-type]  # stand-ins in tests
 
     def renderer(self, lookahead: str) -> Renderer:
         if lookahead not in self._renderers:

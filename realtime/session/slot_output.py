@@ -124,6 +124,13 @@ class SlotOutput:
         """Audio frame ``k`` (20 ms): the input delayed exactly like the video."""
         return self._played(k * AUDIO_PTIME, AUDIO_OUT_SAMPLES)
 
+    def slot_input_time(self, slot: int) -> float | None:
+        """Input time (seconds on the speech's own timeline) of the first sample that plays while
+        ``slot`` shows; None before the grid exists. For transports that keep the speech themselves."""
+        if not self.grid.anchored:
+            return None
+        return self._input_time(self.grid.video_offset_s + slot * self.config.period)
+
     def slot_audio(self, slot: int) -> np.ndarray:
         """The speech played while ``slot`` shows (one frame period from its departure)."""
         return self._played(self.grid.video_offset_s + slot * self.config.period,

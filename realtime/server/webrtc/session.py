@@ -76,7 +76,8 @@ class WebRTCSession:
         self.engine, self.config, self.metrics = engine, config, metrics
         options = options or {}
         session_config = SessionConfig.from_realtime(config, low_latency=bool(options.get("low_latency")),
-                                                     seed=int(options.get("seed", 0)))
+                                                     seed=int(options.get("seed", 0)),
+                                                     avatar=options.get("avatar", "default"))
         self.lookahead, self.budget_s = session_config.lookahead, session_config.budget_s
         self.pc: RTCPeerConnection | None = None
         self.live = LiveSession(engine, session_config, metrics)
@@ -194,6 +195,14 @@ class WebRTCSession:
 
     def interrupt(self) -> None:
         self.live.interrupt()
+
+    def end_of_utterance(self) -> None:
+        self.live.end_of_utterance()
+
+    @property
+    def skipped(self) -> int:
+        """Slots not sent because the loop stalled."""
+        return self.video.skipped
 
     async def close(self) -> None:
         """Releases every task, track and buffer; idempotent."""

@@ -193,3 +193,45 @@ def test_push_render_draws_the_frames_it_completes(backend, default_avatar, arct
     renderer.release(state)
     plain.release()
     fused.release()
+
+
+def test_each_request_renders_the_avatar_it_names(backend, default_avatar, arctic_audio, tmp_path):
+    """Renders, rest frames and the fused push name their avatar by folder: the child loads it and
+    draws exactly what the renderer draws on it in this process; the default stays the default."""
+    import shutil
+    import time
+
+    from realtime.face.avatar import Avatar
+    from realtime.render.embedded import EmbeddedRenderer
+
+    neg = shutil.copytree(default_avatar.directory, tmp_path / "negative")
+    np.save(neg / "frames.npy", 255 - np.load(neg / "frames.npy"))
+    negative = Avatar.load(neg)
+    renderer, ref = RendererProxy(backend, "full"), EmbeddedRenderer("full")
+    rests = {}
+    for av in (default_avatar, negative, default_avatar):
+        rests[id(av)] = renderer.rest_frame(av, 10, renderer.new_state(0))
+        assert np.array_equal(rests[id(av)], ref.rest_frame(av, 10, ref.new_state(0)))
+    assert np.abs(rests[id(default_avatar)].astype(int) - rests[id(negative)]).mean() > 50
+    enc = EncoderProxy(backend, "full", 25)
+    blocks = []
+    for p in _packets(arctic_audio[3200:12800]):
+        blocks += enc.push(p)
+    chunk = np.stack([b for _, b in blocks[:3]])
+    state, ref_state = renderer.new_state(4), ref.new_state(4)
+    got = renderer.render_chunk(negative, np.arange(3), chunk, state).frames
+    want = ref.render_chunk(negative, np.arange(3), chunk, ref_state).frames
+    assert all(np.array_equal(a, b) for a, b in zip(got, want))
+    fused, n, n_drawn = EncoderProxy(backend, "full", 25), 0, 0  # the fused push draws on the named avatar too
+    far = time.monotonic() + 60.0
+    for p in _packets(arctic_audio[3200:12800]):
+        spec = DrawSpec(state.remote_id, 4, (DrawFrame(n, 3 + n, far),), "full", avatar=str(neg))
+        out, drawn = fused.push_render(p, spec)
+        for j, img, _ in drawn.frames:
+            want = ref.render_chunk(negative, np.array([3 + j]), dict(out)[j][None], ref_state).frames[0]
+            assert np.array_equal(img, want)
+        n, n_drawn = n + len(out), n_drawn + len(drawn.frames)
+    assert n >= 10 and n_drawn >= 10
+    renderer.release(state)
+    enc.release()
+    fused.release()

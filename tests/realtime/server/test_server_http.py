@@ -126,8 +126,8 @@ async def test_bad_messages_get_errors_and_server_survives(server):
     assert reply["code"] == "missing_field" and "sdp" in reply["message"] and code == 1008
     reply, code = await _first_reply(server.port, json.dumps({"type": "hello"}))
     assert reply["code"] == "unknown_type" and code == 1008
-    reply, code = await _first_reply(server.port, json.dumps({"type": "start"}))
-    assert reply["code"] == "not_supported" and code == 1003
+    reply, code = await _first_reply(server.port, json.dumps({"type": "start", "options": {"video": "gif"}}))
+    assert reply["code"] == "bad_option" and code == 1008
     # a syntactically valid SDP that aiortc cannot use: error, close, no session left behind
     reply, code = await _first_reply(server.port, json.dumps({"type": "offer", "sdp": "v=0\r\n"}))
     assert reply["type"] == "error" and code in (1008, 1011)

@@ -28,11 +28,47 @@ def test_offer_starts_webrtc_session_with_options():
 
 def test_start_routes_to_sdk_session_and_accepts_pcm16():
     proto = P.SessionProtocol()
-    assert proto.receive_text('{"type":"start","options":{"seed":3}}') == P.Start(options={"seed": 3})
+    assert proto.receive_text('{"type":"start","options":{"seed":3}}') == P.Start(options=P.SdkOptions(seed=3))
     assert proto.kind is P.SessionKind.SDK
     assert proto.receive_bytes(b"\x00\x01" * 160) == P.AudioChunk(pcm16=b"\x00\x01" * 160)
     odd = proto.receive_bytes(b"\x00\x01\x02")
-    assert isinstance(odd, P.ProtocolError) and odd.code is P.ErrorCode.BAD_MESSAGE
+    assert isinstance(odd, P.ProtocolError) and odd.code is P.ErrorCode.BAD_AUDIO and odd.close_code is None
+    assert proto.receive_text('{"type":"end_of_utterance"}') == P.EndOfUtterance()
+    assert proto.receive_text('{"type":"clear_buffer"}') == P.Interrupt()  # the agent frameworks' name
+
+
+def test_start_options_all_of_them_typed():
+    opts = {"sample_rate": 24000, "video": "raw", "jpeg_quality": 55, "visemes": False, "blendshapes": False,
+            "audio_out": False, "avatar": "anna", "low_latency": True, "seed": 7}
+    ev = P.parse_text(json.dumps({"type": "start", "options": opts}))
+    assert ev == P.Start(options=P.SdkOptions(**opts))
+    assert P.parse_text('{"type":"start"}') == P.Start(options=P.SdkOptions())
+    assert P.SdkOptions().sample_rate == 16000 and P.SdkOptions().video == "jpeg"
+
+
+@pytest.mark.parametrize("options, code, words", [
+    ({"sample_rate": 11025}, P.ErrorCode.BAD_AUDIO, "11025"),
+    ({"sample_rate": 16000.0}, P.ErrorCode.BAD_OPTION, "int"),
+    ({"video": "gif"}, P.ErrorCode.BAD_OPTION, "jpeg, raw, none"),
+    ({"jpeg_quality": 0}, P.ErrorCode.BAD_OPTION, "1 to 100"),
+    ({"jpeg_quality": 101}, P.ErrorCode.BAD_OPTION, "1 to 100"),
+    ({"visemes": 1}, P.ErrorCode.BAD_OPTION, "bool"),
+    ({"avatar": ""}, P.ErrorCode.BAD_OPTION, "avatar"),
+    ({"avatar": "x" * 201}, P.ErrorCode.BAD_OPTION, "avatar"),
+    ({"audio": True}, P.ErrorCode.BAD_OPTION, "audio_out"),  # the message lists the known options
+])
+def test_bad_start_options_close_the_connection_with_a_named_error(options, code, words):
+    proto = P.SessionProtocol()
+    ev = proto.receive_text(json.dumps({"type": "start", "options": options}))
+    assert isinstance(ev, P.ProtocolError) and ev.code is code and ev.close_code == P.CLOSE_POLICY
+    assert words in ev.message
+
+
+def test_sdk_options_are_not_offer_options():
+    ev = P.parse_text(json.dumps({"type": "offer", "sdp": "v=0", "options": {"video": "raw"}}))
+    assert isinstance(ev, P.ProtocolError) and ev.code is P.ErrorCode.BAD_OPTION
+    ev = P.parse_text(json.dumps({"type": "offer", "sdp": "v=0", "options": {"avatar": "anna"}}))
+    assert ev == P.Offer(sdp="v=0", options={"avatar": "anna"})
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,238 @@
+"""An avatar-SDK session: speech chunks in over ``/ws``, per frame a JSON event, the image and the
+frame's audio out, paced in real time on the session's clock.
+
+Three tasks besides the ``LiveSession``'s own: the pacer hands the engine 20 ms of speech every
+20 ms (``SpeechPlayout``); the frame loop takes each slot when it is due and queues its messages;
+the sender writes the queue to the client. The queue is bounded (``limits.sdk_send_queue_s`` of
+output): a client that stops reading ends its own session (``slow_consumer``) and nothing grows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import av
+import numpy as np
+
+from realtime.metrics import ServerMetrics
+from realtime.server import protocol as P
+from realtime.server.config import RealtimeConfig
+from realtime.server.sdk.frames import FrameMessages
+from realtime.server.sdk.playout import (
+    Playback,
+    PlaybackFinished,
+    PlaybackStarted,
+    SpeechPlayout,
+)
+from realtime.session.audio import AUDIO_PTIME, ENCODER_RATE
+from realtime.session.config import SessionConfig
+from realtime.session.live import LiveSession
+from realtime.session.shared import Engine
+
+log = logging.getLogger(__name__)
+
+_ids = itertools.count(1)  # session ids for logs and clients only
+MESSAGES_PER_FRAME = 4  # frame event, image, audio, and room for a playback event
+MAX_CATCH_UP_PACKETS = 25  # after a stall of the loop the pacer hands over at most 0.5 s at once
+
+
+class SdkSession:
+    def __init__(self, engine: Engine, config: RealtimeConfig, metrics: ServerMetrics, options: P.SdkOptions,
+                 send: Callable[[str | bytes], Awaitable[None]]) -> None:
+        self.id = f"a{next(_ids)}"
+        self.options, self.metrics, self._send = options, metrics, send
+        session_config = SessionConfig.from_realtime(config, low_latency=options.low_latency, seed=options.seed,
+                                                     avatar=options.avatar)
+        self.lookahead, self.budget_s, self.fps = session_config.lookahead, session_config.budget_s, config.fps
+        self.live = LiveSession(engine, session_config, metrics)
+        self.clock = self.live.clock
+        self.rate = options.sample_rate
+        self.playout = SpeechPlayout(self.rate, config.limits.sdk_buffer_s, config.limits.audio_buffer_s)
+        self.messages = FrameMessages(options, config.fps)
+        # 16 kHz float for the encoder; libswresample keeps its filter state between packets
+        self._resample = av.AudioResampler(format="flt", layout="mono", rate=ENCODER_RATE)
+        self.outbox: asyncio.Queue[str | bytes] = asyncio.Queue(
+            max(8, round(config.limits.sdk_send_queue_s * config.fps) * MESSAGES_PER_FRAME))
+        self.tasks: set[asyncio.Task] = set()
+        self.gone = asyncio.Event()
+        self.failed: str | None = None  # a server bug that ended the session
+        self.slow = False
+        self.closed = False
+        self.skipped = 0  # slots not sent because the loop stalled
+        self.sent = 0
+        self.started_at = time.monotonic()
+        self._rate_mark = (time.monotonic(), 0)
+        self.fps_now = 0.0
+
+    # ---- life ------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Queues ``session_started`` (the client's first message) and starts the session's tasks."""
+        h, w = self.live.avatar.frame(0).shape[:2]
+        self._queue(P.encode(P.event_message(
+            "session_started", session=self.id, fps=self.fps, width=w, height=h, sample_rate=self.rate,
+            avatar=self.options.avatar, video=self.options.video, audio_out=self.options.audio_out,
+            latency_budget_ms=round(self.budget_s * 1000), lookahead=self.lookahead,
+            max_buffer_s=self.playout.max_buffer / self.rate)))
+        self.live.start()
+        for task in self.live.tasks:
+            self._watch(task)
+        self._spawn(self._pace(), "pace")
+        self._spawn(self._frames(), "frames")
+        self._spawn(self._sender(), "send")
+
+    def _spawn(self, coro, name: str) -> None:
+        self._watch(asyncio.create_task(coro, name=f"{self.id}-{name}"))
+
+    def _watch(self, task: asyncio.Task) -> None:
+        self.tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self.tasks.discard(task)
+        if task.cancelled() or task.exception() is None:
+            return
+        log.error("session %s task %s failed", self.id, task.get_name(), exc_info=task.exception())
+        self.failed = f"{task.get_name().rsplit('-', 1)[-1]} task failed"
+        self.gone.set()
+
+    async def close(self) -> None:
+        """Stops every task and frees the session's buffers and model state; idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        self.gone.set()
+        tasks = [t for t in self.tasks if t is not asyncio.current_task()]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.live.close()
+        while not self.outbox.empty():
+            self.outbox.get_nowait()
+        log.info("session %s closed after %.1f s (%s)", self.id, time.monotonic() - self.started_at,
+                 dict(self.live.counts))
+
+    # ---- client -> engine --------------------------------------------------------------------------
+    def receive_audio(self, pcm16: bytes) -> bool:
+        """A chunk of the client's speech; False when the buffer is full (the chunk is dropped)."""
+        return self.playout.receive(np.frombuffer(pcm16, "<i2"))
+
+    def end_of_utterance(self) -> None:
+        self.playout.end_utterance()
+
+    def interrupt(self) -> None:
+        """Drops all speech not yet played, at once; the unfinished utterances are reported."""
+        self.live.interrupt()
+        for ev in self.playout.interrupt():
+            self._queue(self._playback_message(ev, None))
+        self._queue(P.encode(P.event_message("interrupted")))
+
+    # ---- the three loops -----------------------------------------------------------------------------
+    async def _pace(self) -> None:
+        """One 20 ms packet every 20 ms, as a microphone: speech when buffered, else silence."""
+        t_start, k = time.monotonic(), 0
+        while True:
+            delay = t_start + (k + 1) * AUDIO_PTIME - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            now = time.monotonic()
+            due = int((now - t_start) / AUDIO_PTIME + 1e-9)
+            if due - k > MAX_CATCH_UP_PACKETS:  # the loop stalled: the engine never takes a burst
+                k = due - MAX_CATCH_UP_PACKETS
+            while k < due:
+                self._push(now)
+                k += 1
+
+    def _push(self, now: float) -> None:
+        # until the first packets have fixed the session's time grid no slot can show speech: the
+        # client's first words wait for it (200 ms after the start) rather than being lost
+        packet = self.playout.next_packet(hold=not self.live.grid.anchored)
+        frame = av.AudioFrame.from_ndarray(packet.samples.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = self.rate
+        ring = self.live.ring16
+        for out in self._resample.resample(frame):
+            ring.write(out.to_ndarray().reshape(-1))
+        self.live.on_packet(ring.end, now)
+        if packet.utterance_ended:
+            self.live.end_of_utterance()
+
+    async def _frames(self) -> None:
+        """Each slot when it is due: its frame event, image and audio, then the playback events."""
+        period = 1.0 / self.fps
+        loop = asyncio.get_running_loop()
+        slot: int | None = None
+        first = 0
+        while True:
+            offset = self.live.video_offset_s
+            if slot is None:
+                slot = first = self.clock.first_index(period, offset)
+            else:
+                slot += 1
+            late = await self.clock.wait_for(slot, period, offset)
+            if late > 2 * period:  # the loop stalled: rejoin the schedule, never burst
+                skip = int(late / period)
+                slot += skip
+                self.skipped += skip
+            frame = self.live.slot(slot)
+            self.live.on_video_sent(slot, self.clock.now())
+            index = slot - first
+            span = self._span(slot)
+            events = self.playout.on_slot(*span) if span else []
+            for ev in events:
+                if isinstance(ev, PlaybackStarted):
+                    self._queue(self._playback_message(ev, index))
+            self._queue(P.encode(self.messages.event(index, frame, self.playout.buffered_ms())))
+            image = await loop.run_in_executor(None, self.messages.image, index, frame.image)
+            if image is not None:
+                self._queue(image)
+            audio = self.messages.audio(index, self.playout.slot_audio(*span) if span else
+                                        np.zeros(round(self.rate * period), np.int16))
+            if audio is not None:
+                self._queue(audio)
+            for ev in events:
+                if isinstance(ev, PlaybackFinished):
+                    self._queue(self._playback_message(ev, index))
+            self.sent += 1
+
+    def _span(self, slot: int) -> tuple[int, int] | None:
+        """Samples of the session's timeline that play while ``slot`` shows."""
+        t0, t1 = self.live.slot_input_time(slot), self.live.slot_input_time(slot + 1)
+        if t0 is None or t1 is None:
+            return None
+        return round(t0 * self.rate), round(t1 * self.rate)
+
+    async def _sender(self) -> None:
+        while True:
+            await self._send(await self.outbox.get())
+
+    def _queue(self, message: str | bytes) -> None:
+        """Queues a message for the client; a full queue means the client stopped reading: the
+        session ends (``slow``), its queue stays bounded."""
+        if self.slow:
+            return
+        try:
+            self.outbox.put_nowait(message)
+        except asyncio.QueueFull:
+            self.slow = True
+            self.gone.set()
+
+    def _playback_message(self, ev: Playback, index: int | None) -> str:
+        if isinstance(ev, PlaybackStarted):
+            return P.encode(P.event_message("playback_started", utterance=ev.utterance,
+                                            pts=self.messages.pts(index or 0)))
+        return P.encode(P.event_message("playback_finished", utterance=ev.utterance,
+                                        playback_position=round(ev.playback_position, 4),
+                                        interrupted=ev.interrupted))
+
+    # ---- figures ---------------------------------------------------------------------------------------
+    def output_fps(self) -> float:
+        t, n = time.monotonic(), self.sent
+        t0, n0 = self._rate_mark
+        if t - t0 >= 0.5:
+            self.fps_now = (n - n0) / (t - t0)
+            self._rate_mark = (t, n)
+        return self.fps_now
+

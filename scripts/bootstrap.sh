@@ -6,7 +6,7 @@ set -euo pipefail
 VENV=${1:-.venv}
 cd "$(dirname "$0")/.."
 stamp="$VENV/.syncvid-installed"
-if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ] && [ "$stamp" -nt scripts/bootstrap.sh ]; then
+if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ] && [ "$stamp" -nt scripts/bootstrap.sh ] && [ "$stamp" -nt clients/python/pyproject.toml ]; then
   exit 0
 fi
 if [ "${SYNCVID_KEEP_TORCH:-0}" = "1" ]; then

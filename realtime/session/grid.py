@@ -147,9 +147,16 @@ class TimeGrid:
         self.K, self.e0 = k, self.phi + k / self.config.fps
 
     def arrival_of(self, sample: int) -> float:
-        """Arrival time of the packet holding 16 kHz input sample ``sample``."""
+        """Arrival time of the packet holding 16 kHz input sample ``sample``; for a sample past
+        the input's end (frames an end of utterance makes early, over the silence assumed after
+        it), when it would arrive on the input's clock."""
+        if not self.packets:
+            return time.monotonic()
         i = bisect.bisect_right([p[0] for p in self.packets], sample)
-        return self.packets[min(i, len(self.packets) - 1)][1] if self.packets else time.monotonic()
+        if i == len(self.packets):
+            end, arrival = self.packets[-1]
+            return arrival + (sample - end) / ENCODER_RATE
+        return self.packets[i][1]
 
     def avatar_index(self, slot: int) -> int:
         if self.epoch is None or self.clock.t0 is None:

@@ -7,6 +7,7 @@ import asyncio
 import time
 
 import numpy as np
+import pytest
 from live_helpers import drive, make_engine, make_scheduler, running, stop
 
 from realtime.inference.messages import Drawn
@@ -300,3 +301,19 @@ async def test_an_encoder_backlog_is_skipped_and_the_session_carries_on():
         assert not any(t.done() for t in sched.tasks), [t.exception() for t in sched.tasks if t.done()]
         assert sched.counts["encode_skips"] >= 1
         assert sched.counts["speech"] - speech_before >= 20  # speech after the skip is rendered
+
+
+def test_arrival_of_a_sample_past_the_input_is_when_it_would_arrive():
+    """Frames an end of utterance makes over the assumed silence are timed from when that silence
+    would have arrived, not from the last packet (which made their latency look 100+ ms too long)."""
+    from realtime.metrics import ServerMetrics
+    from realtime.session.audio import MediaClock
+    from realtime.session.config import SessionConfig
+    from realtime.session.grid import TimeGrid
+
+    grid = TimeGrid(SessionConfig(), MediaClock(), ServerMetrics(), key=1)
+    for k in range(1, 31):  # 30 packets of 320 samples, one every 20 ms from t = 100 s
+        grid.observe(k * 320, 100.0 + k * 0.02, loud=True, quiet=lambda *a: False)
+    assert grid.arrival_of(100) == pytest.approx(100.02)  # in the first packet
+    assert grid.arrival_of(320) == pytest.approx(100.04)  # the first sample of the second packet
+    assert grid.arrival_of(30 * 320 + 1600) == pytest.approx(100.7)  # 100 ms past the last packet's end

@@ -143,10 +143,13 @@ class SdkSession:
             if due - k > MAX_CATCH_UP_PACKETS:  # the loop stalled: the engine never takes a burst
                 k = due - MAX_CATCH_UP_PACKETS
             while k < due:
-                self._push(now)
+                # arrival = when the packet's last sample is due on the playout clock, not when the
+                # loop got to it: the session's time grid is then anchored on an exact clock (loop
+                # jitter at the start would otherwise shift every later frame's latency)
+                self._push(t_start + (k + 1) * AUDIO_PTIME)
                 k += 1
 
-    def _push(self, now: float) -> None:
+    def _push(self, arrival: float) -> None:
         # until the first packets have fixed the session's time grid no slot can show speech: the
         # client's first words wait for it (200 ms after the start) rather than being lost
         packet = self.playout.next_packet(hold=not self.live.grid.anchored)
@@ -155,7 +158,7 @@ class SdkSession:
         ring = self.live.ring16
         for out in self._resample.resample(frame):
             ring.write(out.to_ndarray().reshape(-1))
-        self.live.on_packet(ring.end, now)
+        self.live.on_packet(ring.end, arrival)
         if packet.utterance_ended:
             self.live.end_of_utterance()
 

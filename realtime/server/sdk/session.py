@@ -21,6 +21,7 @@ import numpy as np
 from realtime.metrics import ServerMetrics
 from realtime.server import protocol as P
 from realtime.server.config import RealtimeConfig
+from realtime.server.session_tasks import OutputRate, SessionTasks
 from realtime.server.sdk.frames import FrameMessages
 from realtime.server.sdk.playout import (
     Playback,
@@ -48,67 +49,51 @@ class SdkSession:
         session_config = SessionConfig.from_realtime(config, low_latency=options.low_latency, seed=options.seed,
                                                      avatar=options.avatar)
         self.lookahead, self.budget_s, self.fps = session_config.lookahead, session_config.budget_s, config.fps
+        self.teardown_s = config.limits.teardown_timeout_s
         self.live = LiveSession(engine, session_config, metrics)
         self.clock = self.live.clock
-        self.rate = options.sample_rate
-        self.playout = SpeechPlayout(self.rate, config.limits.sdk_buffer_s, config.limits.audio_buffer_s)
+        self.sample_rate = options.sample_rate
+        self.playout = SpeechPlayout(self.sample_rate, config.limits.sdk_buffer_s, config.limits.audio_buffer_s)
         self.messages = FrameMessages(options, config.fps)
         # 16 kHz float for the encoder; libswresample keeps its filter state between packets
         self._resample = av.AudioResampler(format="flt", layout="mono", rate=ENCODER_RATE)
         self.outbox: asyncio.Queue[str | bytes] = asyncio.Queue(
             max(8, round(config.limits.sdk_send_queue_s * config.fps) * MESSAGES_PER_FRAME))
-        self.tasks: set[asyncio.Task] = set()
-        self.gone = asyncio.Event()
-        self.failed: str | None = None  # a server bug that ended the session
-        self.slow = False
+        self.work = SessionTasks(self.id)  # a task that fails ends the session (work.failed says which)
+        self.tasks, self.gone = self.work.tasks, self.work.gone
+        self.output_rate = OutputRate()
+        self.slow = False  # the client stopped reading: the session ended
         self.closed = False
         self.skipped = 0  # slots not sent because the loop stalled
-        self.sent = 0
         self.started_at = time.monotonic()
-        self._rate_mark = (time.monotonic(), 0)
-        self.fps_now = 0.0
+
+    @property
+    def failed(self) -> str | None:
+        """Why the session ended on the server's side (a bug), if it did."""
+        return self.work.failed
 
     # ---- life ------------------------------------------------------------------------------------
     def start(self) -> None:
         """Queues ``session_started`` (the client's first message) and starts the session's tasks."""
         h, w = self.live.avatar.frame(0).shape[:2]
         self._queue(P.encode(P.event_message(
-            "session_started", session=self.id, fps=self.fps, width=w, height=h, sample_rate=self.rate,
+            "session_started", session=self.id, fps=self.fps, width=w, height=h, sample_rate=self.sample_rate,
             avatar=self.options.avatar, video=self.options.video, audio_out=self.options.audio_out,
             latency_budget_ms=round(self.budget_s * 1000), lookahead=self.lookahead,
-            max_buffer_s=self.playout.max_buffer / self.rate)))
+            max_buffer_s=self.playout.max_buffer / self.sample_rate)))
         self.live.start()
         for task in self.live.tasks:
-            self._watch(task)
-        self._spawn(self._pace(), "pace")
-        self._spawn(self._frames(), "frames")
-        self._spawn(self._sender(), "send")
-
-    def _spawn(self, coro, name: str) -> None:
-        self._watch(asyncio.create_task(coro, name=f"{self.id}-{name}"))
-
-    def _watch(self, task: asyncio.Task) -> None:
-        self.tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task) -> None:
-        self.tasks.discard(task)
-        if task.cancelled() or task.exception() is None:
-            return
-        log.error("session %s task %s failed", self.id, task.get_name(), exc_info=task.exception())
-        self.failed = f"{task.get_name().rsplit('-', 1)[-1]} task failed"
-        self.gone.set()
+            self.work.watch(task)
+        self.work.spawn(self._pace(), "pace")
+        self.work.spawn(self._frames(), "frames")
+        self.work.spawn(self._sender(), "send")
 
     async def close(self) -> None:
         """Stops every task and frees the session's buffers and model state; idempotent."""
         if self.closed:
             return
         self.closed = True
-        self.gone.set()
-        tasks = [t for t in self.tasks if t is not asyncio.current_task()]
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.work.cancel(self.teardown_s)
         await self.live.close()
         while not self.outbox.empty():
             self.outbox.get_nowait()
@@ -154,7 +139,7 @@ class SdkSession:
         # client's first words wait for it (200 ms after the start) rather than being lost
         packet = self.playout.next_packet(hold=not self.live.grid.anchored)
         frame = av.AudioFrame.from_ndarray(packet.samples.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = self.rate
+        frame.sample_rate = self.sample_rate
         ring = self.live.ring16
         for out in self._resample.resample(frame):
             ring.write(out.to_ndarray().reshape(-1))
@@ -192,20 +177,20 @@ class SdkSession:
             if image is not None:
                 self._queue(image)
             audio = self.messages.audio(index, self.playout.slot_audio(*span) if span else
-                                        np.zeros(round(self.rate * period), np.int16))
+                                        np.zeros(round(self.sample_rate * period), np.int16))
             if audio is not None:
                 self._queue(audio)
             for ev in events:
                 if isinstance(ev, PlaybackFinished):
                     self._queue(self._playback_message(ev, index))
-            self.sent += 1
+            self.output_rate.frame_sent()
 
     def _span(self, slot: int) -> tuple[int, int] | None:
         """Samples of the session's timeline that play while ``slot`` shows."""
         t0, t1 = self.live.slot_input_time(slot), self.live.slot_input_time(slot + 1)
         if t0 is None or t1 is None:
             return None
-        return round(t0 * self.rate), round(t1 * self.rate)
+        return round(t0 * self.sample_rate), round(t1 * self.sample_rate)
 
     async def _sender(self) -> None:
         while True:
@@ -232,10 +217,4 @@ class SdkSession:
 
     # ---- figures ---------------------------------------------------------------------------------------
     def output_fps(self) -> float:
-        t, n = time.monotonic(), self.sent
-        t0, n0 = self._rate_mark
-        if t - t0 >= 0.5:
-            self.fps_now = (n - n0) / (t - t0)
-            self._rate_mark = (t, n)
-        return self.fps_now
-
+        return self.output_rate.now()

@@ -8,7 +8,6 @@ ICE failed or closed, or ICE never connected within ``limits.ice_timeout_s``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import time
@@ -17,6 +16,7 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpSend
 
 from realtime.metrics import ServerMetrics
 from realtime.server.config import RealtimeConfig
+from realtime.server.session_tasks import OutputRate, SessionTasks
 from realtime.server.webrtc.audio_receive import install_direct_audio_receive, receiver_of
 from realtime.server.webrtc.media import AudioInput, AudioOutputTrack, VideoOutputTrack, transceiver_of
 from realtime.server.webrtc.video_encoder import install_h264_encoder
@@ -86,43 +86,27 @@ class WebRTCSession:
                                       offset=lambda: self.live.video_offset_s)
         self.audio = AudioOutputTrack(self.clock, self.live.samples_for, self.live.on_audio_sent)
         self.audio_input: AudioInput | None = None
-        self.tasks: set[asyncio.Task] = set()
-        self.gone = asyncio.Event()
+        self.work = SessionTasks(self.id)  # a task that fails ends the session (work.failed says which)
+        self.tasks, self.gone = self.work.tasks, self.work.gone
+        self.output_rate = OutputRate()
         self.connected = asyncio.Event()
         self.closed = False
         self.started_at = time.monotonic()
-        self._sent = 0
-        self._rate_mark = (time.monotonic(), 0)
-        self.fps_now = 0.0
-        self.failed: str | None = None  # why the session ended on the server's side (a bug), if it did
+
+    @property
+    def failed(self) -> str | None:
+        """Why the session ended on the server's side (a bug), if it did."""
+        return self.work.failed
 
     def _spawn(self, coro, name: str) -> asyncio.Task:
-        task = asyncio.create_task(coro, name=f"{self.id}-{name}")
-        self._watch(task)
-        return task
-
-    def _watch(self, task: asyncio.Task) -> None:
-        self.tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task) -> None:
-        self.tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("session %s task %s failed", self.id, task.get_name(), exc_info=task.exception())
-            self.failed = f"{task.get_name().split('-', 1)[-1]} task failed"
-            self.gone.set()
+        return self.work.spawn(coro, name)
 
     def _on_video_sent(self, slot: int, t: float) -> None:
-        self._sent += 1
+        self.output_rate.frame_sent()
         self.live.on_video_sent(slot, t)
 
     def output_fps(self) -> float:
-        t, n = time.monotonic(), self._sent
-        t0, n0 = self._rate_mark
-        if t - t0 >= 0.5:
-            self.fps_now = (n - n0) / (t - t0)
-            self._rate_mark = (t, n)
-        return self.fps_now
+        return self.output_rate.now()
 
     async def start(self, offer_sdp: str) -> str:
         """Applies the client's offer; returns the answer SDP (ICE candidates included, non-trickle)."""
@@ -173,7 +157,7 @@ class WebRTCSession:
         self.live.start()
         for task in self.live.tasks:  # "encode", "render": failures end this session, as the others'
             task.set_name(f"{self.id}-{task.get_name().rsplit('-', 1)[-1]}")
-            self._watch(task)
+            self.work.watch(task)
         self._spawn(self._ice_watchdog(), "ice-watchdog")
         return pc.localDescription.sdp
 
@@ -209,13 +193,7 @@ class WebRTCSession:
         if self.closed:
             return
         self.closed = True
-        self.gone.set()
-        tasks = [t for t in self.tasks if t is not asyncio.current_task()]
-        for t in tasks:
-            t.cancel()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True),
-                                   self.config.limits.teardown_timeout_s)
+        await self.work.cancel(self.config.limits.teardown_timeout_s)
         self.video.stop()
         self.audio.stop()
         if self.pc is not None:

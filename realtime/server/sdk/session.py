@@ -111,6 +111,8 @@ class SdkSession:
     def interrupt(self) -> None:
         """Drops all speech not yet played, at once; the unfinished utterances are reported."""
         self.live.interrupt()
+        # a fresh resampler: the old one's filter still holds the tail of the dropped speech
+        self._resample = av.AudioResampler(format="flt", layout="mono", rate=ENCODER_RATE)
         for ev in self.playout.interrupt():
             self._queue(self._playback_message(ev, None))
         self._queue(P.encode(P.event_message("interrupted")))

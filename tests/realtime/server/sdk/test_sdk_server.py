@@ -104,9 +104,10 @@ async def test_utterance_order_frames_visemes_and_audio_equal_to_the_input(serve
     assert sum(f.speaking for f in played) >= 0.8 * len(played)
 
 
-async def test_interrupt_mid_utterance_stops_at_once_and_the_mouth_rests(server):
-    async with AvatarClient(url(server), video="raw") as c:
-        await c.send_audio(pcm(4.0, 16000))  # bulk: 4 s of speech at once
+@pytest.mark.parametrize("rate", [16000, 24000])
+async def test_interrupt_mid_utterance_stops_at_once_and_the_mouth_rests(server, rate):
+    async with AvatarClient(url(server), video="raw", sample_rate=rate) as c:
+        await c.send_audio(pcm(4.0, rate))  # bulk: 4 s of speech at once
         await collect(c, lambda e: isinstance(e, PlaybackStarted))
         await collect(c, lambda e: isinstance(e, Frame) and e.speaking)
         await asyncio.sleep(0.5)

@@ -6,6 +6,7 @@ set -uo pipefail
 want=()
 command -v espeak-ng >/dev/null 2>&1 || want+=(espeak-ng)
 command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || want+=(chromium)
+/sbin/ldconfig -p 2>/dev/null | grep -q 'libportaudio\.so\.2' || want+=(libportaudio2)  # PortAudio: `syncvid vcam --mic/--play-to` (its tests use a fake)
 [ ${#want[@]} -eq 0 ] && exit 0
 if ! command -v apt-get >/dev/null 2>&1 || [ "$(id -u)" != 0 ]; then
   echo "note: ${want[*]} not installed (needs apt-get as root): their tests will skip"

@@ -17,6 +17,8 @@ from realtime.errors import SyncVidError
 # name of the module in realtime.cli, in the order shown by --help
 SUBCOMMANDS = [
     "serve",
+    "vcam",
+    "livekit_worker",
     "render",
     "prepare_avatar",
     "features",

@@ -9,6 +9,8 @@ BENCHMARKS = {
     "audio": "streaming audio encoder: compute per stream, emission delay, memory",
     "realtime": "server on loopback: engine / glass-to-glass latency, A/V offset, sessions",
     "sdk": "avatar-SDK sessions on loopback: first frame, interrupt, pacing, sessions",
+    "pipecat": "pipecat video service on loopback: TTS frame -> first image, interruption -> last speech image",
+    "livekit": "LiveKit video generator on loopback: audio -> first frame, clear_buffer -> playback_finished",
     "soak": "session churn: server memory, fds, threads and teardown time over many sessions",
     "unet": "UNet step time per frame (tiny and full configs)",
     "mouth": "embedded mouth renderer frames per second",

@@ -41,6 +41,17 @@ INSIGHTFACE_BROW_IMAGE_RIGHT = (101, 102, 103, 104, 105)
 INSIGHTFACE_NOSE = (74, 77, 83, 86)
 
 
+
+def _protobuf_compat() -> None:
+    """mediapipe 0.10's bindings read FaceMesh's landmarks through ``MessageFactory.GetPrototype``,
+    which protobuf 6 (needed by the LiveKit integration) removed in favour of ``GetMessageClass``:
+    without this each result prints an AttributeError (the landmarks still arrive). Idempotent."""
+    from google.protobuf import message_factory  # protobuf comes with mediapipe: imported with it
+
+    if not hasattr(message_factory.MessageFactory, "GetPrototype"):
+        message_factory.MessageFactory.GetPrototype = lambda self, descriptor: message_factory.GetMessageClass(
+            descriptor)
+
 class LandmarkDetector(ABC):
     """Detects one face's landmarks (pixel coordinates) per RGB frame; None when there is no face."""
 
@@ -89,6 +100,7 @@ class FaceMeshDetector(LandmarkDetector):
 
     def _open(self):
         if self._mesh is None:
+            _protobuf_compat()
             try:
                 from mediapipe.python.solutions import face_mesh  # optional and heavy: loaded with the first detector
             except ImportError as e:

@@ -47,6 +47,7 @@ class SlotOutput:
         self.avatar, self.clock, self.metrics, self.counts, self.load = avatar, clock, metrics, counts, load
         self.render_speed, self.input_loud = render_speed, input_loud
         self.last_frame: np.ndarray | None = None
+        self.last_rest: np.ndarray | None = None  # the last prepared rest frame shown (mouth closed)
         self.last_kind = "rest"
         self.history: collections.deque[tuple[float, int, str]] = collections.deque(maxlen=HISTORY_SLOTS)
         self._sent_delay_v: float | None = None
@@ -82,12 +83,17 @@ class SlotOutput:
             self._outcome(True, speech=False)
         if kind == "rest":
             frame = f.rest.pop(slot, None)
-            if frame is None:
-                if self.last_kind == "rest" and self.last_frame is not None:
-                    frame = self.last_frame  # idle motion held between strided rest frames
-                else:
-                    frame = self.last_frame if self.last_frame is not None else self.avatar.frame(g.avatar_index(slot))
-                    self.metrics.frames_repeated.inc()
+            if frame is not None:
+                self.last_rest = frame
+            elif self.last_kind == "rest" and self.last_frame is not None:
+                frame = self.last_frame  # idle motion held between strided rest frames
+            else:
+                # no rest frame ready (just after an interrupt or an utterance): the last rest frame
+                # shown, mouth closed; the avatar's own frame (a photo's smile or open lips) only
+                # before the session ever had one
+                frame = self.last_rest if self.last_rest is not None else (
+                    self.last_frame if self.last_frame is not None else self.avatar.frame(g.avatar_index(slot)))
+                self.metrics.frames_repeated.inc()
             self.metrics.frames_rest.inc()
         elif kind in ("late", "repeat"):
             frame = self.last_frame if self.last_frame is not None else f.rest.pop(slot, None)

@@ -10,6 +10,7 @@ import numpy as np
 from live_helpers import make_scheduler
 
 from realtime.inference.worker import InferenceWorker
+from realtime.session.frames import ReadyFrame
 from realtime.session.slot_output import SlotFrame
 from tests.fakes import FakeAvatar, FakeRenderer, mouth_darkness
 
@@ -111,3 +112,21 @@ async def test_end_of_utterance_makes_the_last_frames_without_their_lookahead():
     assert kinds_tail.count("late") <= 1, "".join(k[0] for k in kinds_tail)
     assert kinds_tail.count("speech") >= kinds_plain.count("speech") + 2
     assert kinds_tail[-5:] == ["rest"] * 5  # and then the mouth is at rest
+
+
+def test_a_rest_slot_with_no_rest_frame_ready_shows_the_last_rest_frame_not_the_photo():
+    """Just after an interrupt (or an utterance) no rest frame may be ready for the next slot: it
+    shows the last rest frame (mouth closed), never the avatar's own frame (a photo's smile)."""
+    worker = InferenceWorker()
+    live = make_scheduler(FakeRenderer(), worker)
+    photo = live.avatar.frame(0)
+    rest = np.full_like(photo, 7)  # a prepared rest frame, unlike the photo
+    speech = np.full_like(photo, 200)
+    live.frames.rest[0] = rest
+    assert live.slot(0).image is rest
+    live.frames.ready[1] = ReadyFrame(speech, None, 0.0)
+    assert live.slot(1).kind == "speech"
+    live.interrupt()
+    out = live.slot(2)  # nothing prepared for this slot
+    assert out.kind == "rest" and out.image is rest
+    worker.close()

@@ -105,7 +105,7 @@ def device_listing() -> str:
     lines = ["Video devices (--device):", *video_device_lines(), "",
              "Audio devices (--mic and --play-to take the number or a part of the name):"]
     try:
-        lines += audio_device_lines(load_sounddevice())
+        lines += audio_device_lines(load_sounddevice()) or ["  none found (no sound card or audio server here)"]
     except VcamError as e:
         lines.append(f"  unavailable: {e}")
     return "\n".join(lines)

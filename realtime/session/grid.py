@@ -20,7 +20,7 @@ import numpy as np
 
 from realtime.metrics import ServerMetrics
 from realtime.session.audio import AUDIO_PTIME as PACKET_S
-from realtime.session.audio import ENCODER_RATE, MediaClock
+from realtime.session.audio import ENCODER_RATE, PACKET_SAMPLES, MediaClock
 from realtime.session.config import SessionConfig
 from realtime.session.frames import HANGOVER
 from realtime.session.shared import LoadWatch, SlotPhases
@@ -153,9 +153,9 @@ class TimeGrid:
         if not self.packets:
             return time.monotonic()
         i = bisect.bisect_right([p[0] for p in self.packets], sample)
-        if i == len(self.packets):
+        if i == len(self.packets):  # the packet that would hold it arrives with its last sample
             end, arrival = self.packets[-1]
-            return arrival + (sample - end) / ENCODER_RATE
+            return arrival + ((sample - end) // PACKET_SAMPLES + 1) * PACKET_S
         return self.packets[i][1]
 
     def avatar_index(self, slot: int) -> int:

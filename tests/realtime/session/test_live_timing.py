@@ -316,4 +316,6 @@ def test_arrival_of_a_sample_past_the_input_is_when_it_would_arrive():
         grid.observe(k * 320, 100.0 + k * 0.02, loud=True, quiet=lambda *a: False)
     assert grid.arrival_of(100) == pytest.approx(100.02)  # in the first packet
     assert grid.arrival_of(320) == pytest.approx(100.04)  # the first sample of the second packet
-    assert grid.arrival_of(30 * 320 + 1600) == pytest.approx(100.7)  # 100 ms past the last packet's end
+    # 100 ms past the last packet's end: the first sample of the sixth packet after it
+    assert grid.arrival_of(30 * 320 + 1600) == pytest.approx(100.6 + 0.12)
+    assert grid.arrival_of(30 * 320 + 1599) == pytest.approx(100.6 + 0.10)

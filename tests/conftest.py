@@ -80,3 +80,21 @@ def pytest_terminal_summary(terminalreporter):
         for package, n in sorted(counts.items()):
             terminalreporter.line(f"{package}: {n} test{'s' * (n != 1)} skipped, {PACKAGES[package]}; install it "
                                   f"with `apt-get install {package}` (`make test` does, as root)")
+
+
+# --- the real-time server (realtime/server) -------------------------------------------------------------
+@pytest.fixture
+async def server():
+    """A real server on a free loopback port with fake models (``tests.fakes``): for tests about
+    the server and its clients (timing, protocol, queues), fast on 2 cores."""
+    from realtime.server.app import RealtimeServer
+    from tests.fakes import make_config, make_engine
+
+    engine = make_engine()
+    srv = RealtimeServer(make_config(), engine)
+    await srv.start()
+    try:
+        yield srv
+    finally:
+        await srv.close()
+        engine.close()

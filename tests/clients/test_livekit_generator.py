@@ -18,7 +18,7 @@ from livekit import rtc
 from livekit.agents.voice.avatar import AudioSegmentEnd, AvatarOptions
 from syncvid_client.livekit import SyncVidVideoGenerator
 
-from tests.fakes import FakeAvatar, make_config, make_engine, mouth_darkness
+from tests.fakes import FakeAvatar, mouth_darkness
 
 WAV = Path(__file__).resolve().parents[1] / "fixtures" / "arctic_a0007.wav"
 RATE, FPS = 16000, 25
@@ -26,19 +26,6 @@ FRAME = RATE // FPS  # samples of one output frame
 REST = FakeAvatar().frame(0)
 OPEN = 15.0  # mouth_darkness of an open mouth is 30-60 with the fake renderer; rest frames ~0
 
-
-@pytest.fixture
-async def server():
-    from realtime.server.app import RealtimeServer
-
-    engine = make_engine()
-    srv = RealtimeServer(make_config(), engine)
-    await srv.start()
-    try:
-        yield srv
-    finally:
-        await srv.close()
-        engine.close()
 
 
 def url(srv) -> str:

@@ -35,25 +35,11 @@ from syncvid_client.livekit_worker import (
     session_load,
 )
 
-from tests.fakes import make_config, make_engine
 
 WAV = Path(__file__).resolve().parents[1] / "fixtures" / "arctic_a0007.wav"
 RATE = 16000
 FRAME_S = 0.04  # one output frame at 25 fps
 
-
-@pytest.fixture
-async def server():
-    from realtime.server.app import RealtimeServer
-
-    engine = make_engine()
-    srv = RealtimeServer(make_config(max_sessions=2), engine)
-    await srv.start()
-    try:
-        yield srv
-    finally:
-        await srv.close()
-        engine.close()
 
 
 # ---- pure parts ------------------------------------------------------------------------------------

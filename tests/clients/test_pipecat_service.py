@@ -37,7 +37,6 @@ from pipecat.transports.base_transport import TransportParams
 from pipecat.workers.runner import WorkerRunner
 from syncvid_client.pipecat import SyncVidVideoService
 
-from realtime.server.app import RealtimeServer
 from tests.clients.sdk_fake_server import (
     audio_part,
     event,
@@ -46,7 +45,7 @@ from tests.clients.sdk_fake_server import (
     raw_part,
     session_started,
 )
-from tests.fakes import FakeAvatar, make_config, make_engine, mouth_darkness
+from tests.fakes import FakeAvatar, mouth_darkness
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "arctic_a0007.wav"
 RATE = 16000  # the fixture's
@@ -55,17 +54,6 @@ PERIOD = 1 / FPS
 REST = FakeAvatar().frame(0)
 OPEN = 15.0  # mouth darkness of an open mouth (rest frames: 0)
 
-
-@pytest.fixture
-async def server():
-    engine = make_engine()
-    srv = RealtimeServer(make_config(), engine)
-    await srv.start()
-    try:
-        yield srv
-    finally:
-        await srv.close()
-        engine.close()
 
 
 def speech(start_s: float, seconds: float) -> np.ndarray:

@@ -29,6 +29,7 @@ import itertools
 import logging
 import multiprocessing as mp
 import queue
+import signal
 import threading
 import time
 from multiprocessing.connection import Connection, wait
@@ -287,6 +288,10 @@ class RendererProxy(Renderer):
 def child_main(conns: list[Connection], spec: ChildSpec, regions: list[tuple[str | None, str | None]]) -> None:
     from realtime.inference.child import ChildEngine, set_nice  # models: only the child imports them
 
+    # Ctrl-C in a terminal reaches the whole process group: the server stops this process itself
+    # (closing its pipes ends the loop below), so the child ignores SIGINT instead of dying with a
+    # KeyboardInterrupt traceback in the middle of the server's orderly shutdown
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     set_nice(spec.nice)  # before any thread starts: threads inherit it
     try:
         engine = ChildEngine(spec)

@@ -110,7 +110,10 @@ def test_serve_missing_avatar_fails_before_loading_models(tmp_path):
                                  "photo, a video, or a folder made by `syncvid prepare-avatar`"]
 
 
-def test_serve_prepares_a_photo_says_when_ready_and_stops_cleanly(tmp_path):
+@pytest.mark.parametrize("how", ["SIGTERM", "Ctrl-C"])
+def test_serve_prepares_a_photo_says_when_ready_and_stops_cleanly(tmp_path, how):
+    """``how``: SIGTERM to the server (a service manager), or SIGINT to its whole process group, the
+    inference process included (Ctrl-C in a terminal)."""
     import skimage.data
 
     photo = tmp_path / "me.png"
@@ -118,7 +121,7 @@ def test_serve_prepares_a_photo_says_when_ready_and_stops_cleanly(tmp_path):
     cache = tmp_path / "cache"
     proc = subprocess.Popen([sys.executable, "-m", "realtime.cli", "serve", "--port", "0", "--avatar", str(photo)],
                             cwd=REPO, env={**os.environ, "SYNCVID_CACHE_DIR": str(cache)},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     lines: list[str] = []
     try:
         deadline = time.monotonic() + 120
@@ -129,7 +132,10 @@ def test_serve_prepares_a_photo_says_when_ready_and_stops_cleanly(tmp_path):
             lines.append(line)
         prepared = list((cache / "avatars").glob("image-*-256/avatar.json"))
         assert len(prepared) == 1  # the photo, prepared once into the cache
-        proc.send_signal(signal.SIGTERM)
+        if how == "SIGTERM":
+            proc.send_signal(signal.SIGTERM)
+        else:
+            os.killpg(proc.pid, signal.SIGINT)
         rest, _ = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
@@ -137,6 +143,7 @@ def test_serve_prepares_a_photo_says_when_ready_and_stops_cleanly(tmp_path):
             proc.wait()
     log = "".join(lines) + rest
     assert proc.returncode == 0, log
-    assert "SIGTERM received: closing 0 session(s) and stopping" in rest and rest.rstrip().endswith("stopped")
+    sig = "SIGTERM" if how == "SIGTERM" else "SIGINT"
+    assert f"{sig} received: closing 0 session(s) and stopping" in rest and rest.rstrip().endswith("stopped")
     for noise in ("Traceback", "leaked", "TensorFlow Lite", "W0000", "absl::InitializeLog"):
         assert noise not in log, log

@@ -87,16 +87,16 @@ def make_recorder():
 
 
 @contextlib.asynccontextmanager
-async def running(url: str, video: str):
-    """A started pipeline [service, recorder]; yields (worker, service, recorder); ends with EndFrame."""
+async def pipeline_running(processors: list, rate: int, start_timeout: float, end_timeout: float):
+    """Runs ``Pipeline(processors)`` (output rate ``rate``) in a worker; yields the worker once the
+    pipeline has started; then ends it with an EndFrame (unless the body did) and waits for it,
+    cancelling it if it does not finish. The tests run their pipelines through this too."""
     from pipecat.frames.frames import EndFrame
     from pipecat.pipeline.pipeline import Pipeline
     from pipecat.pipeline.worker import PipelineParams, PipelineWorker
     from pipecat.workers.runner import WorkerRunner
-    from syncvid_client.pipecat import SyncVidVideoService
 
-    service, recorder = SyncVidVideoService(url, video=video), make_recorder()
-    worker = PipelineWorker(Pipeline([service, recorder]), params=PipelineParams(audio_out_sample_rate=RATE),
+    worker = PipelineWorker(Pipeline(processors), params=PipelineParams(audio_out_sample_rate=rate),
                             cancel_on_idle_timeout=False, idle_timeout_secs=None, enable_rtvi=False)
     started = asyncio.Event()
 
@@ -108,16 +108,27 @@ async def running(url: str, video: str):
     await runner.add_workers(worker)
     run = asyncio.create_task(runner.run())
     try:
-        await asyncio.wait_for(started.wait(), 30)
-        if service.client is None:
-            raise RuntimeError(f"the service opened no session on {url}")
-        yield worker, service, recorder
-        await worker.queue_frame(EndFrame())
-        await asyncio.wait_for(run, 30)
+        await asyncio.wait_for(started.wait(), start_timeout)
+        yield worker
+        if not worker.has_finished():
+            await worker.queue_frame(EndFrame())
+        await asyncio.wait_for(run, end_timeout)
     finally:
         if not run.done():
             await worker.cancel()
             await asyncio.wait_for(run, 10)
+
+
+@contextlib.asynccontextmanager
+async def running(url: str, video: str):
+    """A started pipeline [service, recorder]; yields (worker, service, recorder); ends with EndFrame."""
+    from syncvid_client.pipecat import SyncVidVideoService
+
+    service, recorder = SyncVidVideoService(url, video=video), make_recorder()
+    async with pipeline_running([service, recorder], RATE, start_timeout=30, end_timeout=30) as worker:
+        if service.client is None:
+            raise RuntimeError(f"the service opened no session on {url}")
+        yield worker, service, recorder
 
 
 def tts_frames(pcm: np.ndarray, stop: bool = True) -> list:

@@ -225,8 +225,7 @@ class RealtimeServer:
 
     # ---- WebSocket --------------------------------------------------------------------------------
     async def _send(self, ws: ServerConnection, message: dict) -> None:
-        with contextlib.suppress(ConnectionClosed):
-            await ws.send(P.encode(message))
+        await self._send_raw(ws, P.encode(message))
 
     async def _fail(self, ws: ServerConnection, code: P.ErrorCode, message: str, close_code: int) -> None:
         await self._send(ws, P.error_message(code, message))

@@ -12,7 +12,6 @@ import logging
 from pathlib import Path
 from typing import Protocol
 
-import av
 import numpy as np
 
 from realtime.audio.io import load_audio_native, resample
@@ -23,7 +22,8 @@ from realtime.session.audio import (
     PACKET_SAMPLES,
 )
 from realtime.session.live import LiveSession
-from realtime.vcam.timeline import PACKET_S, PacketSchedule
+from realtime.session.audio import EncoderResampler, PacketSchedule
+from realtime.vcam.timeline import PACKET_S
 
 log = logging.getLogger(__name__)
 
@@ -44,19 +44,14 @@ def to_int16(x: np.ndarray) -> np.ndarray:
 
 
 class PacketConverter:
-    """48 kHz float blocks -> (16 kHz float for the encoder, 48 kHz int16 for the output).
-    libswresample keeps its filter state between blocks (no edges at block boundaries)."""
+    """48 kHz float blocks -> (16 kHz float for the encoder, 48 kHz int16 for the output)."""
 
     def __init__(self) -> None:
-        self._resample = av.AudioResampler(format="flt", layout="mono", rate=ENCODER_RATE)
+        self._to_encoder = EncoderResampler(AUDIO_OUT_RATE)
 
     def __call__(self, block48: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        x = np.ascontiguousarray(block48, np.float32).reshape(1, -1)
-        frame = av.AudioFrame.from_ndarray(x, format="flt", layout="mono")
-        frame.sample_rate = AUDIO_OUT_RATE
-        parts = [f.to_ndarray().reshape(-1) for f in self._resample.resample(frame)]
-        x16 = np.concatenate(parts) if parts else np.zeros(0, np.float32)
-        return x16, to_int16(x[0])
+        x = np.asarray(block48, np.float32).reshape(-1)
+        return self._to_encoder(x), to_int16(x)
 
 
 class FileSource:

@@ -26,7 +26,6 @@ from realtime.session.audio import (
 from realtime.session.slot_output import SlotFrame
 
 PACKET_S = AUDIO_PTIME  # input packets of 20 ms, as a microphone delivers them
-MAX_CATCH_UP_PACKETS = 25  # after a stall the input hands over at most 0.5 s at once (the SDK's pacer)
 MAX_LATE_SLOTS = 2  # a frame loop this many engine slots behind rejoins the present (never a burst)
 SOFT_ERROR_S = 0.002  # playout off by more than this: moved at the next quiet block (unheard)
 HARD_ERROR_S = 0.015  # off by more: moved at once, speech or not (A/V stays well within a frame)
@@ -44,33 +43,6 @@ class SlotSource(Protocol):
     def slot(self, n: int) -> SlotFrame: ...
 
     def samples_for(self, k: int) -> np.ndarray: ...
-
-
-class PacketSchedule:
-    """Input packets of 20 ms on an absolute schedule: packet ``k`` is due, and its last sample
-    arrives, at ``start + (k + 1) * PACKET_S``."""
-
-    def __init__(self, start: float) -> None:
-        self.start = start
-        self.next = 0  # the first packet not yet handed over
-        self.skipped = 0
-
-    def arrival(self, k: int) -> float:
-        return self.start + (k + 1) * PACKET_S
-
-    def next_time(self) -> float:
-        return self.arrival(self.next)
-
-    def due(self, now: float) -> range:
-        """Packets due at ``now``, in order; after a stall only the last ``MAX_CATCH_UP_PACKETS``
-        (the ones before are skipped: the caller keeps the timeline with silence)."""
-        due = int((now - self.start) / PACKET_S + 1e-9)
-        if due - self.next > MAX_CATCH_UP_PACKETS:
-            self.skipped += due - MAX_CATCH_UP_PACKETS - self.next
-            self.next = due - MAX_CATCH_UP_PACKETS
-        out = range(self.next, max(self.next, due))
-        self.next = out.stop
-        return out
 
 
 @dataclass(frozen=True)

@@ -30,11 +30,9 @@ from pipecat.frames.frames import (
     TTSTextFrame,
 )
 from pipecat.pipeline.pipeline import Pipeline
-from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.transports.base_output import BaseOutputTransport
 from pipecat.transports.base_transport import TransportParams
-from pipecat.workers.runner import WorkerRunner
 from syncvid_client.pipecat import SyncVidVideoService
 
 from tests.clients.sdk_fake_server import (
@@ -45,6 +43,7 @@ from tests.clients.sdk_fake_server import (
     raw_part,
     session_started,
 )
+from realtime.bench.pipecat import pipeline_running
 from tests.fakes import FakeAvatar, mouth_darkness
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "arctic_a0007.wav"
@@ -115,30 +114,11 @@ class Upstream(FrameProcessor):
 
 @contextlib.asynccontextmanager
 async def pipeline(service: FrameProcessor, rate: int = RATE):
-    """Runs [source, service, sink] (the pipeline's output rate ``rate``); yields (worker, source, sink) once started; ends it with EndFrame
-    (unless the body did) and waits for the worker to finish."""
+    """Runs [source, service, sink] (the pipeline's output rate ``rate``); yields (worker, source, sink)
+    once started; ends it with EndFrame (unless the body did) and waits for the worker to finish."""
     source, sink = Upstream(), Sink()
-    worker = PipelineWorker(Pipeline([source, service, sink]), params=PipelineParams(audio_out_sample_rate=rate),
-                            cancel_on_idle_timeout=False, idle_timeout_secs=None, enable_rtvi=False)
-    started = asyncio.Event()
-
-    @worker.event_handler("on_pipeline_started")
-    async def _started(worker, frame):
-        started.set()
-
-    runner = WorkerRunner(handle_sigint=False)
-    await runner.add_workers(worker)
-    run = asyncio.create_task(runner.run())
-    try:
-        await asyncio.wait_for(started.wait(), 5)
+    async with pipeline_running([source, service, sink], rate, start_timeout=5, end_timeout=10) as worker:
         yield worker, source, sink
-        if not worker.has_finished():
-            await worker.queue_frame(EndFrame())
-        await asyncio.wait_for(run, 10)
-    finally:
-        if not run.done():
-            await worker.cancel()
-            await asyncio.wait_for(run, 5)
 
 
 def url(srv) -> str:

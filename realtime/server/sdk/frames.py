@@ -17,7 +17,6 @@ from realtime.visemes.phonemes import BLENDSHAPES, SIL, VISEME_BLENDSHAPES, VISE
 DECIMALS = 4  # of viseme and blendshape values in the JSON (1e-4 is below anything a face shows)
 # A frame with no renderer event (rest frames, renderers without visemes): silence, mouth at rest.
 REST_VISEMES = {v: float(v == VISEMES[SIL]) for v in VISEMES}
-REST_BLENDSHAPES = {b: round(float(w), DECIMALS) for b, w in zip(BLENDSHAPES, VISEME_BLENDSHAPES[SIL])}
 
 
 def _rounded(values: dict[str, float]) -> dict[str, float]:
@@ -36,6 +35,9 @@ def implied_blendshapes(visemes: dict[str, float]) -> dict[str, float]:
     renderers that give visemes only."""
     p = np.array([visemes[v] for v in VISEMES], np.float32)
     return {b: round(float(w), DECIMALS) for b, w in zip(BLENDSHAPES, p @ VISEME_BLENDSHAPES)}
+
+
+REST_BLENDSHAPES = implied_blendshapes(REST_VISEMES)  # silence's own targets, computed once
 
 
 class FrameMessages:
@@ -57,8 +59,10 @@ class FrameMessages:
         if self.options.visemes:
             fields["visemes"] = visemes
         if self.options.blendshapes:
-            fields["blendshapes"] = (_rounded(ev.blendshapes) if ev is not None and ev.blendshapes
-                                     else implied_blendshapes(visemes))
+            if ev is not None and ev.blendshapes:
+                fields["blendshapes"] = _rounded(ev.blendshapes)
+            else:  # rest frames (most frames) reuse silence's, computed once
+                fields["blendshapes"] = REST_BLENDSHAPES if visemes is REST_VISEMES else implied_blendshapes(visemes)
         return event_message("frame", **fields)
 
     def pts(self, index: int) -> float:

@@ -15,13 +15,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-import av
 import numpy as np
 
 from realtime.metrics import ServerMetrics
 from realtime.server import protocol as P
 from realtime.server.config import RealtimeConfig
-from realtime.server.session_tasks import OutputRate, SessionTasks
 from realtime.server.sdk.frames import FrameMessages
 from realtime.server.sdk.playout import (
     Playback,
@@ -29,7 +27,8 @@ from realtime.server.sdk.playout import (
     PlaybackStarted,
     SpeechPlayout,
 )
-from realtime.session.audio import AUDIO_PTIME, ENCODER_RATE
+from realtime.server.session_tasks import OutputRate, SessionTasks
+from realtime.session.audio import EncoderResampler, PacketSchedule
 from realtime.session.config import SessionConfig
 from realtime.session.live import LiveSession
 from realtime.session.shared import Engine
@@ -38,7 +37,6 @@ log = logging.getLogger(__name__)
 
 _ids = itertools.count(1)  # session ids for logs and clients only
 MESSAGES_PER_FRAME = 4  # frame event, image, audio, and room for a playback event
-MAX_CATCH_UP_PACKETS = 25  # after a stall of the loop the pacer hands over at most 0.5 s at once
 
 
 class SdkSession:
@@ -55,8 +53,7 @@ class SdkSession:
         self.sample_rate = options.sample_rate
         self.playout = SpeechPlayout(self.sample_rate, config.limits.sdk_buffer_s, config.limits.audio_buffer_s)
         self.messages = FrameMessages(options, config.fps)
-        # 16 kHz float for the encoder; libswresample keeps its filter state between packets
-        self._resample = av.AudioResampler(format="flt", layout="mono", rate=ENCODER_RATE)
+        self._resample = EncoderResampler(self.sample_rate)  # the client's PCM16 -> the encoder's rate
         self.outbox: asyncio.Queue[str | bytes] = asyncio.Queue(
             max(8, round(config.limits.sdk_send_queue_s * config.fps) * MESSAGES_PER_FRAME))
         self.work = SessionTasks(self.id)  # a task that fails ends the session (work.failed says which)
@@ -111,40 +108,30 @@ class SdkSession:
     def interrupt(self) -> None:
         """Drops all speech not yet played, at once; the unfinished utterances are reported."""
         self.live.interrupt()
-        # a fresh resampler: the old one's filter still holds the tail of the dropped speech
-        self._resample = av.AudioResampler(format="flt", layout="mono", rate=ENCODER_RATE)
+        self._resample = EncoderResampler(self.sample_rate)  # the old one's filter still holds the dropped speech's tail
         for ev in self.playout.interrupt():
             self._queue(self._playback_message(ev, None))
         self._queue(P.encode(P.event_message("interrupted")))
 
     # ---- the three loops -----------------------------------------------------------------------------
     async def _pace(self) -> None:
-        """One 20 ms packet every 20 ms, as a microphone: speech when buffered, else silence."""
-        t_start, k = time.monotonic(), 0
+        """One 20 ms packet every 20 ms, as a microphone: speech when buffered, else silence. After
+        a stall of the loop the packets skipped are not handed over (the speech waits in the buffer)."""
+        schedule = PacketSchedule(time.monotonic())
         while True:
-            delay = t_start + (k + 1) * AUDIO_PTIME - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            now = time.monotonic()
-            due = int((now - t_start) / AUDIO_PTIME + 1e-9)
-            if due - k > MAX_CATCH_UP_PACKETS:  # the loop stalled: the engine never takes a burst
-                k = due - MAX_CATCH_UP_PACKETS
-            while k < due:
+            await asyncio.sleep(max(0.0, schedule.next_time() - time.monotonic()))
+            for k in schedule.due(time.monotonic()):
                 # arrival = when the packet's last sample is due on the playout clock, not when the
                 # loop got to it: the session's time grid is then anchored on an exact clock (loop
                 # jitter at the start would otherwise shift every later frame's latency)
-                self._push(t_start + (k + 1) * AUDIO_PTIME)
-                k += 1
+                self._push(schedule.arrival(k))
 
     def _push(self, arrival: float) -> None:
         # until the first packets have fixed the session's time grid no slot can show speech: the
         # client's first words wait for it (200 ms after the start) rather than being lost
         packet = self.playout.next_packet(hold=not self.live.grid.anchored)
-        frame = av.AudioFrame.from_ndarray(packet.samples.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = self.sample_rate
         ring = self.live.ring16
-        for out in self._resample.resample(frame):
-            ring.write(out.to_ndarray().reshape(-1))
+        ring.write(self._resample(packet.samples))
         self.live.on_packet(ring.end, arrival)
         if packet.utterance_ended:
             self.live.end_of_utterance()
@@ -154,18 +141,12 @@ class SdkSession:
         period = 1.0 / self.fps
         loop = asyncio.get_running_loop()
         slot: int | None = None
-        first = 0
+        first: int | None = None
         while True:
-            offset = self.live.video_offset_s
-            if slot is None:
-                slot = first = self.clock.first_index(period, offset)
-            else:
-                slot += 1
-            late = await self.clock.wait_for(slot, period, offset)
-            if late > 2 * period:  # the loop stalled: rejoin the schedule, never burst
-                skip = int(late / period)
-                slot += skip
-                self.skipped += skip
+            slot, skipped = await self.clock.next_due(slot, period, self.live.video_offset_s)  # a stall: rejoin
+            self.skipped += skipped
+            if first is None:
+                first = slot - skipped  # index 0: the first slot this session was due
             frame = self.live.slot(slot)
             self.live.on_video_sent(slot, self.clock.now())
             index = slot - first

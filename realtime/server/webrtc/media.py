@@ -64,12 +64,8 @@ class VideoOutputTrack(MediaStreamTrack):
             raise MediaStreamError
         period = 1.0 / self.fps
         offset = self.offset()
-        self.slot = self.clock.first_index(period, offset) if self.slot is None else self.slot + 1
-        late = await self.clock.wait_for(self.slot, period, offset)
-        if late > 2 * period:  # the sender stalled (encoder, loop): rejoin the schedule, never burst
-            skip = int(late / period)
-            self.slot += skip
-            self.skipped += skip
+        self.slot, skipped = await self.clock.next_due(self.slot, period, offset)  # a stall: rejoin, never burst
+        self.skipped += skipped
         img = self.frame_for(self.slot)
         frame = av.VideoFrame.from_ndarray(to_i420(img), format="yuv420p")
         frame.pts = round((self.slot * period + offset) * VIDEO_CLOCK_RATE)
@@ -153,10 +149,7 @@ class AudioOutputTrack(MediaStreamTrack):
     async def recv(self) -> av.AudioFrame | av.Packet:
         if self.readyState != "live":
             raise MediaStreamError
-        self.index = self.clock.first_index(AUDIO_PTIME) if self.index is None else self.index + 1
-        late = await self.clock.wait_for(self.index, AUDIO_PTIME)
-        if late > 5 * AUDIO_PTIME:
-            self.index += int(late / AUDIO_PTIME)
+        self.index, _ = await self.clock.next_due(self.index, AUDIO_PTIME, rejoin_after=5)
         samples = np.asarray(self.samples_for(self.index), dtype=np.int16).reshape(1, AUDIO_OUT_SAMPLES)
         frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
         frame.sample_rate = AUDIO_OUT_RATE

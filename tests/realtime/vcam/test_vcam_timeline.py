@@ -8,15 +8,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from realtime.session.audio import MediaClock
+from realtime.session.audio import MAX_CATCH_UP_PACKETS, MediaClock, PacketSchedule
 from realtime.session.slot_output import SlotFrame
 from realtime.vcam.timeline import (
     HARD_ERROR_S,
-    MAX_CATCH_UP_PACKETS,
     SOFT_ERROR_S,
     AudioPlayout,
     FrameLoop,
-    PacketSchedule,
 )
 
 LOUD = np.full(960, 3000, np.int16)

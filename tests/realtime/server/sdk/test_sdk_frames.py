@@ -9,7 +9,7 @@ from realtime.render.base import FrameEvent
 from realtime.server.protocol import SdkOptions
 from realtime.server.sdk.frames import REST_BLENDSHAPES, FrameMessages, full_visemes, implied_blendshapes
 from realtime.session.slot_output import SlotFrame
-from realtime.visemes.phonemes import BLENDSHAPES, VISEMES
+from realtime.visemes.phonemes import BLENDSHAPES, SIL, VISEME_BLENDSHAPES, VISEMES
 
 IMG = np.zeros((64, 48, 3), np.uint8)
 IMG[10:20, 5:30] = (200, 40, 10)
@@ -79,3 +79,4 @@ def test_wire_refuses_what_is_not_a_server_message():
 def test_full_visemes_and_implied_blendshapes_of_rest():
     assert full_visemes(None)["sil"] == 1.0
     assert implied_blendshapes(full_visemes(None)) == REST_BLENDSHAPES
+    assert REST_BLENDSHAPES == {b: float(w) for b, w in zip(BLENDSHAPES, VISEME_BLENDSHAPES[SIL])}  # silence's row

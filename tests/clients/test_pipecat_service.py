@@ -218,7 +218,9 @@ async def test_through_pipecats_output_transport_each_image_shows_as_its_speech_
         if isinstance(f, TTSAudioRawFrame) and np.frombuffer(f.audio, "<i2").any():
             audio = np.frombuffer(f.audio, "<i2")
             t_audio = next(t for t, a in output.played if np.array_equal(a, audio))
-            offsets.append(first_drawn[order[k - 1].metadata["syncvid"]["index"]] - t_audio)
+            index = order[k - 1].metadata["syncvid"]["index"]
+            if index in first_drawn:  # pipecat's video clock draws the newest image: on a loaded
+                offsets.append(first_drawn[index] - t_audio)  # machine it skips one (bounded below)
     print(f"image shown - its audio played: p50 {np.median(offsets) * 1000:.0f} ms, "
           f"range {min(offsets) * 1000:.0f}..{max(offsets) * 1000:.0f} ms")
     assert len(offsets) >= 0.9 * len(pcm) / (RATE // FPS)

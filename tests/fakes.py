@@ -134,7 +134,7 @@ def make_config(**kw):
     """A server config for tests: loopback, port 0, short timeouts."""
     from realtime.server.config import LimitsConfig, RealtimeConfig
 
-    limits = LimitsConfig(ice_timeout_s=2.0, teardown_timeout_s=1.0, ping_interval_s=1.0, ping_timeout_s=1.0,
+    limits = LimitsConfig(ice_timeout_s=2.0, teardown_timeout_s=1.0, ping_interval_s=1.0,
                           close_timeout_s=0.5)
     base = dict(host="127.0.0.1", port=0, max_sessions=2, limits=limits)
     base.update(kw)

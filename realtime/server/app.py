@@ -1,33 +1,32 @@
-"""The asyncio server: one port, `/ws` WebSocket sessions plus plain HTTP (`/`, `/healthz`,
-`/metrics`, `/avatars`).
+"""The asyncio server (aiohttp): one port, `/ws` WebSocket sessions plus HTTP (the page,
+`/healthz`, `/metrics`, `/avatars`; ``http_api.py``), over TLS when given a certificate.
 
-A thin layer over ``protocol.SessionProtocol`` (rules) and the two session kinds: ``WebRTCSession``
-(a browser's media over WebRTC) and ``SdkSession`` (the avatar SDK: PCM in, frames and events out on
-the same socket). Any failure inside one connection is logged and ends that connection with an
-error message and close code; the server keeps serving.
+A thin layer over ``protocol.SessionProtocol`` (rules), ``access.AccessPolicy`` (who may connect,
+decided before any upgrade) and the two session kinds: ``WebRTCSession`` (a browser's media over
+WebRTC) and ``SdkSession`` (the avatar SDK: PCM in, frames and events out on the same socket). Any
+failure inside one connection is logged and ends that connection with an error message and close
+code; the server keeps serving.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
-import dataclasses
-import http
-import json
 import logging
 import time
 from pathlib import Path
 
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
+from aiohttp import WSMsgType, web
 
 from realtime.face.library import UnknownAvatar
 from realtime.heap import PauseWatch, Sweeper
 from realtime.metrics import ServerMetrics
 from realtime.server import protocol as P
+from realtime.server.access import AccessPolicy, tls_context
 from realtime.server.config import RealtimeConfig
+from realtime.server.http_api import HttpApi, dumps, error_response, not_found_or_method
+from realtime.server.live_events import face_box, session_stats
 from realtime.server.sdk.session import SdkSession
 from realtime.server.webrtc.session import SessionError, WebRTCSession
 from realtime.session.shared import Engine
@@ -35,23 +34,10 @@ from realtime.session.shared import Engine
 log = logging.getLogger(__name__)
 
 CLIENT_DIR = Path(__file__).resolve().parents[2] / "clients" / "web"
-STATIC = {"/": ("index.html", "text/html; charset=utf-8"), "/app.js": ("app.js", "text/javascript; charset=utf-8")}
 FIRST_MESSAGE_TIMEOUT_S = 10.0
-
-
-def _response(status: int, body: bytes, content_type: str) -> Response:
-    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body))),
-                       ("Cache-Control", "no-store"), ("Connection", "close")])
-    return Response(status, http.HTTPStatus(status).phrase, headers, body)
-
-
-def _is_loopback(connection: ServerConnection) -> bool:
-    import ipaddress
-
-    try:
-        return ipaddress.ip_address(connection.remote_address[0]).is_loopback
-    except (TypeError, ValueError, IndexError):
-        return False
+STATS_PERIOD_S = 1.0  # a WebRTC session's `stats` event (the page's live figures)
+CLOSE_GOING_AWAY = 1001  # the server is stopping
+Session = WebRTCSession | SdkSession
 
 
 def close_reason(text: str) -> str:
@@ -60,17 +46,28 @@ def close_reason(text: str) -> str:
     return text.encode("utf-8", errors="replace")[:123].decode("utf-8", errors="ignore")
 
 
+async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Server"] = "syncvid"  # not the library's name and version
+
+
 class RealtimeServer:
     """``async with RealtimeServer(config, engine) as srv: srv.port`` — or ``start()``/``close()``."""
 
-    def __init__(self, config: RealtimeConfig, engine: Engine, metrics: ServerMetrics | None = None) -> None:
+    def __init__(self, config: RealtimeConfig, engine: Engine, metrics: ServerMetrics | None = None,
+                 access: AccessPolicy | None = None) -> None:
         self.config, self.engine = config, engine
         self.metrics = metrics or ServerMetrics()
-        self.sessions: set[WebRTCSession | SdkSession] = set()
+        self.access = access or AccessPolicy(allowed_origins=tuple(config.allowed_origins))
+        self.sessions: set[Session] = set()
+        self._sockets: set[web.WebSocketResponse] = set()  # every open /ws, to close them on shutdown
+        self._per_client: collections.Counter[str] = collections.Counter()  # open /ws per client address
         self._reserved = 0  # sessions being set up, counted against the cap before they exist
-        self._server: Server | None = None
+        self._runner: web.AppRunner | None = None
+        self._closing = False
         self._ticker: asyncio.Task | None = None
         self.client_dir = Path(config.client_dir) if config.client_dir else CLIENT_DIR
+        self.upload_dir: Path | None = engine.avatars.root if config.allow_uploads else None
+        self.http = HttpApi(self)
         self.started_at = time.monotonic()
         # a closed session's reference cycles (aiortc, PyAV filter graphs with native threads) are
         # collected soon after it ends, while `syncvid serve` keeps its start-up heap frozen (heap.py)
@@ -80,40 +77,50 @@ class RealtimeServer:
     # ---- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> int:
         lim = self.config.limits
-        self._server = await serve(
-            self._handle, self.config.host, self.config.port,
-            process_request=self._process_request,
-            max_size=lim.max_message_bytes, max_queue=lim.max_queue, open_timeout=lim.open_timeout_s,
-            ping_interval=lim.ping_interval_s, ping_timeout=lim.ping_timeout_s,
-            close_timeout=lim.close_timeout_s,
-            compression=None,  # SDP and control messages are small; deflate costs CPU for nothing
-        )
+        app = web.Application(middlewares=[self._guard], client_max_size=lim.max_upload_bytes + 1)
+        app.add_routes([web.get("/ws", self._handle, allow_head=False), *self.http.routes()])
+        app.on_response_prepare.append(_server_header)
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=lim.close_timeout_s,
+            keepalive_timeout=lim.http_idle_timeout_s, max_line_size=lim.max_header_bytes,
+            max_field_size=lim.max_header_bytes, max_headers=lim.max_headers)
+        await self._runner.setup()
+        tls = tls_context(self.config.tls_cert, self.config.tls_key) if self.config.tls_cert else None
+        try:
+            await web.TCPSite(self._runner, self.config.host, self.config.port, ssl_context=tls,
+                              reuse_address=True).start()
+        except BaseException:
+            await self._runner.cleanup()
+            raise
         self._ticker = asyncio.create_task(self._tick(), name="metrics-tick")
         self.gc_pauses.install()
         return self.port
 
     @property
     def port(self) -> int:
-        assert self._server is not None
-        return self._server.sockets[0].getsockname()[1]
+        assert self._runner is not None
+        return self._runner.addresses[0][1]
 
     @property
     def url(self) -> str:
         host = self.config.host if self.config.host not in ("0.0.0.0", "::") else "127.0.0.1"
-        return f"http://{host}:{self.port}/"
+        return f"{'https' if self.config.tls_cert else 'http'}://{host}:{self.port}/"
 
     async def close(self) -> None:
+        """Every session ends with close 1001 (going away), then the listener stops."""
+        self._closing = True
         self.gc_pauses.remove()
         self.sweeper.cancel()
         if self._ticker:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+        await asyncio.gather(*(self._close_socket(ws, CLOSE_GOING_AWAY, "server shutting down")
+                               for ws in list(self._sockets)), return_exceptions=True)
         for s in list(self.sessions):
             await s.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
 
     async def __aenter__(self) -> "RealtimeServer":
         await self.start()
@@ -135,58 +142,32 @@ class RealtimeServer:
             m.worker_queue.set(self.engine.worker.depth)
             m.degrade_level.set(max((s.live.level for s in ss), default=0))
             m.av_offset.set(ss[-1].live.av_offset_s if ss else 0.0)  # no session: no offset to report
-            self._drain_gc_pauses()
+            self.drain_gc_pauses()
 
-    def _drain_gc_pauses(self) -> None:
+    def drain_gc_pauses(self) -> None:
         for seconds in self.gc_pauses.drain():
             self.metrics.gc_pause.observe(seconds)
 
     # ---- HTTP -------------------------------------------------------------------------------------
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        method = request.method.upper()
-        path = request.path.split("?", 1)[0]
-        if method not in ("GET", "HEAD") or (path == "/ws" and method != "GET"):
-            allow = "GET" if path == "/ws" else "GET, HEAD"
-            response = _response(405, f"{method} is not served here; use {allow}\n".encode(), "text/plain; charset=utf-8")
-            response.headers["Allow"] = allow
-            return response
-        if path == "/ws":
-            return None  # continue the WebSocket handshake
-        response = self._http_response(connection, request, path)
-        if method == "HEAD":  # the GET response's headers (Content-Length included), no body
-            response = dataclasses.replace(response, body=b"")
-        return response
-
-    def _http_response(self, connection: ServerConnection, request: Request, path: str) -> Response:
-        if path == "/healthz":
-            # 503 while the inference process is down (its start failed; retried with a back-off)
-            down = getattr(getattr(self.engine, "backend", None), "down", None)
-            body = {"status": "ok" if down is None else "degraded", "sessions": len(self.sessions),
-                    "max_sessions": self.config.max_sessions, "uptime_s": round(time.monotonic() - self.started_at, 1),
-                    "inference": "ok" if down is None else f"down: {down}"}
-            return _response(200 if down is None else 503, json.dumps(body).encode(), "application/json")
-        if path == "/metrics":
-            self.metrics.sessions.set(len(self.sessions))
-            self._drain_gc_pauses()
-            return _response(200, self.metrics.render().encode(), "text/plain; version=0.0.4; charset=utf-8")
-        if path == "/stats":  # JSON summary for benchmarks (percentiles from raw samples)
-            if not _is_loopback(connection):  # a benchmark's tool on this machine; it can reset the samples
-                return _response(403, b"/stats is served to clients on this machine only\n", "text/plain; charset=utf-8")
-            body = self.stats(reset="reset=1" in request.path)
-            return _response(200, json.dumps(body).encode(), "application/json")
-        if path == "/avatars":
-            body = {"avatars": self.engine.avatars.describe()}
-            return _response(200, json.dumps(body).encode(), "application/json")
-        if path in STATIC:
-            name, ctype = STATIC[path]
-            f = self.client_dir / name
-            if f.is_file():
-                return _response(200, f.read_bytes(), ctype)
-        return _response(404, b"not found\n", "text/plain; charset=utf-8")
+    @web.middleware
+    async def _guard(self, request: web.Request, handler) -> web.StreamResponse:
+        """Access first (before any upgrade or body is read), then the handler; the server's own 404/405."""
+        own = (f"{request.scheme}://{request.host}",)
+        denied = self.access.check(request.path, request.headers, request.query, own)
+        if denied is not None:
+            extra = {"WWW-Authenticate": "Bearer"} if denied.status == 401 else None
+            return error_response(denied.status, denied.code, denied.message, extra)
+        try:
+            return await handler(request)
+        except web.HTTPMethodNotAllowed as e:
+            allow = ", ".join(sorted(e.allowed_methods - {"OPTIONS"}, key=("GET", "HEAD", "POST").index))
+            return not_found_or_method(405, request.method, request.path, allow)
+        except web.HTTPNotFound:
+            return not_found_or_method(404, request.method, request.path, None)
 
     def stats(self, reset: bool = False) -> dict:
         m = self.metrics
-        self._drain_gc_pauses()
+        self.drain_gc_pauses()
         lat, rt = m.engine_latency, m.render_time
 
         def ms(h, *qs) -> dict:
@@ -224,30 +205,76 @@ class RealtimeServer:
         return out
 
     # ---- WebSocket --------------------------------------------------------------------------------
-    async def _send(self, ws: ServerConnection, message: dict) -> None:
+    async def _send(self, ws: web.WebSocketResponse, message: dict) -> None:
         await self._send_raw(ws, P.encode(message))
 
-    async def _fail(self, ws: ServerConnection, code: P.ErrorCode, message: str, close_code: int) -> None:
-        await self._send(ws, P.error_message(code, message))
-        await ws.close(close_code, close_reason(message))
+    async def _send_raw(self, ws: web.WebSocketResponse, message: str | bytes) -> None:
+        # a closed socket: the control loop sees the close and ends the session
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            if isinstance(message, str):
+                await ws.send_str(message)
+            else:
+                await ws.send_bytes(message)
 
-    async def _handle(self, ws: ServerConnection) -> None:
+    async def _close_socket(self, ws: web.WebSocketResponse, code: int, reason: str) -> None:
+        """Sends the close frame and waits (at most ``close_timeout_s``) for the client's; a client
+        that does not read gets its connection cut."""
+        try:
+            await asyncio.wait_for(ws.close(code=code, message=close_reason(reason).encode()),
+                                   self.config.limits.close_timeout_s + 0.5)
+        except (asyncio.TimeoutError, ConnectionError, RuntimeError):
+            transport = ws._req.transport if ws._req is not None else None  # noqa: SLF001 (aiohttp has no public abort)
+            if transport is not None:
+                transport.abort()
+
+    async def _fail(self, ws: web.WebSocketResponse, code: P.ErrorCode, message: str, close_code: int) -> None:
+        await self._send(ws, P.error_message(code, message))
+        await self._close_socket(ws, close_code, message)
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        lim = self.config.limits
+        client = request.remote or "?"
+        if self._closing:
+            return error_response(503, "shutting_down", "the server is stopping: connect again in a moment")
+        if self._per_client[client] >= lim.max_connections_per_client:
+            return error_response(429, "too_many_connections", f"more than {lim.max_connections_per_client} open "
+                                  "connections from this address: close some first")
+        ws = web.WebSocketResponse(max_msg_size=lim.max_message_bytes, heartbeat=lim.ping_interval_s,
+                                   timeout=lim.close_timeout_s, compress=False)
+        if not ws.can_prepare(request).ok:
+            return error_response(400, "not_websocket", "/ws takes WebSocket connections only: open it with a "
+                                  "WebSocket client (the page, syncvid_client)")
+        self._per_client[client] += 1
+        self._sockets.add(ws)
+        try:
+            await ws.prepare(request)
+            await self._serve_socket(ws)
+        finally:
+            self._sockets.discard(ws)
+            self._per_client[client] -= 1
+            if self._per_client[client] <= 0:
+                del self._per_client[client]
+        return ws
+
+    async def _serve_socket(self, ws: web.WebSocketResponse) -> None:
         proto = P.SessionProtocol()
-        session: WebRTCSession | SdkSession | None = None
+        session: Session | None = None
         reserved = False
         try:
             try:
-                first = await asyncio.wait_for(ws.recv(), FIRST_MESSAGE_TIMEOUT_S)
+                first = await ws.receive(timeout=FIRST_MESSAGE_TIMEOUT_S)
             except asyncio.TimeoutError:
                 await self._fail(ws, P.ErrorCode.UNEXPECTED, "no first message within "
                                  f"{FIRST_MESSAGE_TIMEOUT_S:.0f} s", P.CLOSE_POLICY)
                 return
-            event = proto.receive_text(first) if isinstance(first, str) else proto.receive_bytes(first)
+            if first.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                return  # closed, or a frame aiohttp refused (it has closed with the right code)
+            event = proto.receive_text(first.data) if first.type is WSMsgType.TEXT else proto.receive_bytes(first.data)
             if isinstance(event, P.ProtocolError):
                 await self._fail(ws, event.code, event.message, event.close_code or P.CLOSE_POLICY)
                 return
             if isinstance(event, P.Close):
-                await ws.close(P.CLOSE_NORMAL, "bye")
+                await self._close_socket(ws, P.CLOSE_NORMAL, "bye")
                 return
             assert isinstance(event, (P.Offer, P.Start))
             if len(self.sessions) + self._reserved >= self.config.max_sessions:
@@ -257,9 +284,9 @@ class RealtimeServer:
                 return
             self._reserved += 1
             reserved = True
-            avatar = event.options.avatar if isinstance(event, P.Start) else event.options.get("avatar", "default")
+            avatar_name = event.options.avatar if isinstance(event, P.Start) else event.options.get("avatar", "default")
             try:  # a photo or video is prepared on first use (seconds): off the event loop
-                await asyncio.to_thread(self.engine.avatars.load, avatar)
+                avatar = await asyncio.to_thread(self.engine.avatars.load, avatar_name)
             except UnknownAvatar as e:
                 await self._fail(ws, P.ErrorCode.UNKNOWN_AVATAR, str(e), P.CLOSE_POLICY)
                 return
@@ -270,10 +297,12 @@ class RealtimeServer:
                 except SessionError as e:
                     await self._fail(ws, P.ErrorCode.BAD_MESSAGE, str(e), P.CLOSE_POLICY)
                     return
-                await ws.send(P.encode(P.answer_message(answer)))
-                await self._send(ws, P.event_message("session_started", session=session.id, fps=self.config.fps,
-                                                     latency_budget_ms=round(session.budget_s * 1000),
-                                                     lookahead=session.lookahead))
+                await self._send(ws, P.answer_message(answer))
+                height, width = avatar.frame(0).shape[:2]
+                await self._send(ws, P.event_message(
+                    "session_started", session=session.id, fps=self.config.fps,
+                    latency_budget_ms=round(session.budget_s * 1000), lookahead=session.lookahead,
+                    avatar=avatar_name, width=width, height=height, face_box=face_box(avatar)))
             else:
                 session = SdkSession(self.engine, self.config, self.metrics, event.options,
                                      send=lambda m: self._send_raw(ws, m))
@@ -283,9 +312,8 @@ class RealtimeServer:
             self.sessions.add(session)
             self.metrics.sessions_total.inc()
             self.metrics.sessions.set(len(self.sessions))
-            await self._serve_session(ws, proto, session)
-        except ConnectionClosed:
-            pass
+            await self._serve_session(ws, proto, session, stats=isinstance(event, P.Offer)
+                                      and bool(event.options.get("stats")))
         except Exception:
             log.exception("connection failed")
             with contextlib.suppress(Exception):
@@ -300,43 +328,56 @@ class RealtimeServer:
                 self.metrics.sessions.set(len(self.sessions))
                 self.sweeper.session_ended()
 
-    async def _send_raw(self, ws: ServerConnection, message: str | bytes) -> None:
-        with contextlib.suppress(ConnectionClosed):  # the control loop sees the close and ends the session
-            await ws.send(message)
-
-    async def _serve_session(self, ws: ServerConnection, proto: P.SessionProtocol,
-                             session: WebRTCSession | SdkSession) -> None:
+    async def _serve_session(self, ws: web.WebSocketResponse, proto: P.SessionProtocol, session: Session,
+                             stats: bool = False) -> None:
         control = asyncio.create_task(self._control(ws, proto, session), name=f"{session.id}-control")
         gone = asyncio.create_task(session.gone.wait(), name=f"{session.id}-gone")
+        limit = asyncio.create_task(asyncio.sleep(self.config.limits.max_session_s), name=f"{session.id}-limit")
+        watched = {control, gone, limit}
+        if stats and isinstance(session, WebRTCSession):
+            watched.add(asyncio.create_task(self._stats(ws, session), name=f"{session.id}-stats"))
         try:
-            done, _ = await asyncio.wait({control, gone}, return_when=asyncio.FIRST_COMPLETED)
-            if gone in done and not control.done() and isinstance(session, SdkSession) and session.slow:
-                # the client stopped reading: its sender task waits on the socket and holds it; stop the
-                # session first, then a close frame only (an error message would queue behind the frames)
+            done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+            if control in done:
+                control.result()  # re-raise handler errors into _serve_socket
+            elif self._closing:
+                pass  # close() sends 1001 to every socket
+            elif gone in done and isinstance(session, SdkSession) and session.slow:
+                # the client stopped reading: stop the session first, then a close frame only (an
+                # error message would queue behind the frames it does not read)
                 await session.close()
-                reason = close_reason(f"{P.ErrorCode.SLOW_CONSUMER.value}: the client did not read its frames")
-                try:  # the close frame waits behind unread data with no deadline of its own
-                    await asyncio.wait_for(ws.close(P.CLOSE_POLICY, reason), self.config.limits.close_timeout_s)
-                except asyncio.TimeoutError:
-                    ws.transport.abort()
-            elif gone in done and not control.done() and session.failed:  # a server bug, logged with its traceback
+                await self._close_socket(ws, P.CLOSE_POLICY, f"{P.ErrorCode.SLOW_CONSUMER.value}: the client did "
+                                         "not read its frames")
+            elif gone in done and session.failed:  # a server bug, logged with its traceback
                 await self._fail(ws, P.ErrorCode.INTERNAL, f"internal server error ({session.failed}); the session "
                                  "ended, see the server log; start a new one", P.CLOSE_INTERNAL)
-            elif gone in done and not control.done():
+            elif gone in done:
                 await self._send(ws, P.event_message("session_ended", reason="media connection lost"))
-                await ws.close(P.CLOSE_NORMAL, "media connection lost")
-            elif control in done:
-                control.result()  # re-raise handler errors into _handle
+                await self._close_socket(ws, P.CLOSE_NORMAL, "media connection lost")
+            elif limit in done:
+                minutes = self.config.limits.max_session_s / 60
+                await self._send(ws, P.event_message("session_ended", reason=f"time limit ({minutes:g} min)"))
+                await self._close_socket(ws, P.CLOSE_NORMAL, "session time limit")
         finally:
-            for t in (control, gone):
+            for t in watched:
                 t.cancel()
-            await asyncio.gather(control, gone, return_exceptions=True)
+            await asyncio.gather(*watched, return_exceptions=True)
 
-    async def _control(self, ws: ServerConnection, proto: P.SessionProtocol,
-                       session: WebRTCSession | SdkSession) -> None:
+    async def _stats(self, ws: web.WebSocketResponse, session: WebRTCSession) -> None:
+        """The page's live figures, once a second."""
+        while True:
+            await asyncio.sleep(STATS_PERIOD_S)
+            await self._send_raw(ws, dumps(session_stats(session.live, session.output_fps(), STATS_PERIOD_S)))
+
+    async def _control(self, ws: web.WebSocketResponse, proto: P.SessionProtocol, session: Session) -> None:
         """Control messages overtake media: they act on the scheduler immediately."""
         async for message in ws:
-            event = proto.receive_text(message) if isinstance(message, str) else proto.receive_bytes(message)
+            if message.type is WSMsgType.TEXT:
+                event = proto.receive_text(message.data)
+            elif message.type is WSMsgType.BINARY:
+                event = proto.receive_bytes(message.data)
+            else:  # ERROR: a frame aiohttp refused (too big, bad UTF-8...); it has sent the close
+                return
             if isinstance(event, P.ProtocolError):
                 if event.close_code:
                     await self._fail(ws, event.code, event.message, event.close_code)
@@ -357,5 +398,5 @@ class RealtimeServer:
             elif isinstance(event, P.Report):
                 self.metrics.glass_latency.observe(event.glass_to_glass_ms / 1000.0)
             elif isinstance(event, P.Close):
-                await ws.close(P.CLOSE_NORMAL, close_reason(event.reason) or "bye")
+                await self._close_socket(ws, P.CLOSE_NORMAL, event.reason or "bye")
                 return

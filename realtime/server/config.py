@@ -14,12 +14,9 @@ DEFAULT_CONFIG = CONFIG_DIR / "realtime.yaml"
 @dataclass
 class LimitsConfig:
     max_message_bytes: int = 256 * 1024  # an SDP offer is ~5 kB; PCM16 chunks of 1 s at 16 kHz are 32 kB
-    max_queue: int = 16  # websockets' incoming message queue (frames), so a flood cannot grow memory
-    open_timeout_s: float = 10.0  # opening handshake deadline
-    # keepalive: a client whose socket never closed (pulled cable, sleeping laptop) is dropped within
-    # ping_interval_s + ping_timeout_s + close_timeout_s (4.5 s) of its last answer to a ping
+    # keepalive: a ping every ping_interval_s after the client's last message; a client that has not
+    # answered it within half that (pulled cable, sleeping laptop) is dropped (1006): within 2.25 s
     ping_interval_s: float = 1.5
-    ping_timeout_s: float = 2.0
     close_timeout_s: float = 1.0  # wait for the client's side of a closing handshake, then cut
     ice_timeout_s: float = 4.0  # a peer that never connects (or whose ICE fails) is dropped after this
     audio_buffer_s: float = 4.0  # input audio ring per session; older audio is overwritten, never queued
@@ -30,6 +27,16 @@ class LimitsConfig:
     max_avatars_loaded: int = 4
     sdk_buffer_s: float = 120.0  # speech an avatar-SDK session holds ahead of playback (TTS is faster than real time)
     sdk_send_queue_s: float = 2.0  # output queued for an SDK client that does not read; beyond it the session ends
+    max_session_s: float = 4 * 3600.0  # a session is ended (session_ended "time limit") after this long
+    max_connections_per_client: int = 8  # open /ws connections from one client address; more get 429
+    # an HTTP connection that has not sent a complete request within this long is closed (also a
+    # slow-loris client trickling its headers); idle keep-alive connections too
+    http_idle_timeout_s: float = 10.0
+    max_header_bytes: int = 8190  # one request line or header field; larger: 400 before any handler runs
+    max_headers: int = 64  # header fields per request
+    max_upload_bytes: int = 10 * 1024 * 1024  # a photo uploaded as an avatar (POST /avatars)
+    max_upload_pixels: int = 40_000_000  # its width x height, read from the header before decoding (bombs)
+    max_uploads: int = 200  # avatars the library folder may hold before uploads are refused (disk)
 
 
 @dataclass
@@ -68,6 +75,15 @@ class RealtimeConfig:
     audio_encode_in_track: bool = True
     audio_extra_delay_ms: float = 0.0  # added to the outgoing audio's delay (receiver-side A/V trim)
     client_dir: str | None = None  # None: clients/web of the install (the browser page)
+    # uploads (POST /avatars) are saved in the library folder (avatars_dir); without one, in this
+    # folder, which then is the library (None: uploads/ in the cache). false: the library is read-only
+    allow_uploads: bool = True
+    uploads_dir: str | None = None
+    # pages of these origins may open /ws (besides the server's own page); "*": any. Clients that send
+    # no Origin (SDKs, agents) are judged by their token alone
+    allowed_origins: list[str] = field(default_factory=list)
+    tls_cert: str | None = None  # PEM certificate chain: serve https:// and wss:// (browsers need it off localhost)
+    tls_key: str | None = None  # its PEM private key
     ice_servers: list[str] = field(default_factory=list)  # e.g. ["stun:stun.l.google.com:19302"]
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)  # renderer: diffusion only
@@ -104,6 +120,14 @@ class RealtimeConfig:
             raise ConfigError(f"light_load_sessions must be >= 0, got {self.light_load_sessions}")
         if not 1 <= self.max_chunk <= 16:
             raise ConfigError(f"max_chunk must be 1..16, got {self.max_chunk}")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("TLS needs both a certificate and its key: pass --tls-cert FILE and --tls-key FILE "
+                              "(tls_cert and tls_key in the config)")
+        lim = self.limits
+        for name in ("max_session_s", "max_connections_per_client", "http_idle_timeout_s", "max_header_bytes",
+                     "max_headers", "max_upload_bytes", "max_upload_pixels", "max_uploads", "max_message_bytes"):
+            if getattr(lim, name) <= 0:
+                raise ConfigError(f"limits.{name} must be > 0, got {getattr(lim, name)}")
         if self.limits.max_avatars_loaded < 1:
             raise ConfigError(f"limits.max_avatars_loaded must be >= 1, got {self.limits.max_avatars_loaded}")
 

@@ -5,7 +5,9 @@ inference process."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
+from realtime.config import cache_root
 from realtime.face.avatar import Avatar, default_avatar
 from realtime.face.library import AvatarLibrary
 from realtime.face.sources import load_avatar_source
@@ -23,6 +25,18 @@ log = logging.getLogger(__name__)
 PROCESS_THREADS = 8
 
 
+def library_dir(config: RealtimeConfig) -> Path | None:
+    """The avatar library's folder: ``avatars_dir``; without one, the uploads folder (created) when
+    uploads are allowed; else none (the default avatar alone)."""
+    if config.avatars_dir is not None:
+        return Path(config.avatars_dir)
+    if not config.allow_uploads:
+        return None
+    folder = Path(config.uploads_dir).expanduser() if config.uploads_dir else cache_root() / "uploads"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def build_engine(config: RealtimeConfig, avatar: Avatar | None = None) -> Engine:
     """The real engine: embedded (or diffusion) renderer, streaming Whisper encoder, avatar
     (``avatar`` overrides ``config.avatar_dir``; neither: the default avatar), and the library of
@@ -32,7 +46,7 @@ def build_engine(config: RealtimeConfig, avatar: Avatar | None = None) -> Engine
 
     if avatar is None:  # a prepared folder, or a photo or video prepared now (and cached)
         avatar = load_avatar_source(config.avatar_dir) if config.avatar_dir else default_avatar()
-    avatars = AvatarLibrary(config.avatars_dir, avatar, config.limits.max_avatars_loaded)
+    avatars = AvatarLibrary(library_dir(config), avatar, config.limits.max_avatars_loaded)
     if config.inference == "process":
         return _process_engine(config, avatar, avatars)
 

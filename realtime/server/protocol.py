@@ -36,8 +36,10 @@ CONTROL_RATE_PER_S = 50.0
 CONTROL_BURST = 100.0
 MAX_AVATAR_NAME = 200  # characters of an avatar name (a file or folder name in the library)
 # Options each first message may carry (all optional), with their JSON types.
-OFFER_OPTIONS: dict[str, type] = {"low_latency": bool, "seed": int, "avatar": str}
-START_OPTIONS: dict[str, type] = {**OFFER_OPTIONS, "sample_rate": int, "video": str, "jpeg_quality": int,
+COMMON_OPTIONS: dict[str, type] = {"low_latency": bool, "seed": int, "avatar": str}
+# stats: a `stats` event every second (the page's live figures)
+OFFER_OPTIONS: dict[str, type] = {**COMMON_OPTIONS, "stats": bool}
+START_OPTIONS: dict[str, type] = {**COMMON_OPTIONS, "sample_rate": int, "video": str, "jpeg_quality": int,
                                   "visemes": bool, "blendshapes": bool, "audio_out": bool}
 DEFAULT_JPEG_QUALITY = 80
 
@@ -154,6 +156,12 @@ def encode(message: dict[str, Any]) -> str:
     return json.dumps(message, separators=(",", ":"))
 
 
+def _shown(name: str) -> str:
+    """A client's name quoted in an error: its first 40 characters, control characters and non-ASCII
+    escaped, so the message stays one printable line (in logs and close reasons too)."""
+    return ascii(name[:40])
+
+
 def _parse_options(raw: Any, known: dict[str, type]) -> dict[str, Any] | ProtocolError:
     if raw is None:
         return {}
@@ -163,7 +171,7 @@ def _parse_options(raw: Any, known: dict[str, type]) -> dict[str, Any] | Protoco
         tp = known.get(key)
         if tp is None:
             names = ", ".join(sorted(known))
-            return ProtocolError(ErrorCode.BAD_OPTION, f"unknown option '{key[:40]}' (known: {names})")
+            return ProtocolError(ErrorCode.BAD_OPTION, f"unknown option {_shown(key)} (known: {names})")
         if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
             return ProtocolError(ErrorCode.BAD_OPTION, f"option '{key}' must be {tp.__name__}")
     seed, avatar = raw.get("seed", 0), raw.get("avatar", "default")
@@ -229,7 +237,7 @@ def parse_text(text: str) -> Event:
         return Report(glass_to_glass_ms=float(v))
     return ProtocolError(
         ErrorCode.UNKNOWN_TYPE,
-        f"unknown message type '{kind[:40]}' (expected offer, start, interrupt, clear_buffer, end_of_utterance, "
+        f"unknown message type {_shown(kind)} (expected offer, start, interrupt, clear_buffer, end_of_utterance, "
         "report or close)",
     )
 
@@ -239,8 +247,8 @@ class SessionProtocol:
 
     Rules: the first message must be ``offer`` or ``start`` (anything else, or a malformed first
     message, ends the connection with CLOSE_POLICY); a second offer/start is an error that does
-    not end the session; binary messages are only valid in SDK sessions; after ``close`` nothing
-    more is accepted.
+    not end the session; binary messages are only valid in SDK sessions; after ``close`` or an
+    error with a close code nothing more is accepted.
     """
 
     def __init__(self, now=time.monotonic) -> None:
@@ -257,7 +265,8 @@ class SessionProtocol:
         if self.state is State.CLOSED:
             return ProtocolError(ErrorCode.UNEXPECTED, "session is closed")
         if self.state is State.AWAITING_FIRST:
-            if isinstance(event, ProtocolError):
+            if isinstance(event, ProtocolError):  # a closing error ends the session: nothing after it is accepted
+                self.state = State.CLOSED
                 return ProtocolError(event.code, event.message, close_code=CLOSE_POLICY)
             if isinstance(event, Offer):
                 self.kind, self.state = SessionKind.WEBRTC, State.ACTIVE
@@ -266,6 +275,7 @@ class SessionProtocol:
             elif isinstance(event, Close):
                 self.state = State.CLOSED
             else:
+                self.state = State.CLOSED
                 return ProtocolError(
                     ErrorCode.UNEXPECTED,
                     "the first message must be 'offer' (WebRTC) or 'start' (avatar SDK)",
@@ -281,6 +291,8 @@ class SessionProtocol:
     def receive_bytes(self, data: bytes) -> Event:
         if self.state is not State.ACTIVE or self.kind is not SessionKind.SDK:
             close = CLOSE_POLICY if self.state is State.AWAITING_FIRST else None
+            if close:
+                self.state = State.CLOSED
             return ProtocolError(
                 ErrorCode.UNEXPECTED, "binary audio is only accepted after a 'start' message", close_code=close
             )

@@ -22,6 +22,7 @@ from realtime.session.grid import TimeGrid
 from realtime.session.shared import LoadWatch
 
 HISTORY_SLOTS = 250  # (time, slot, kind) of the last 10 s of slots, for /stats and tests
+RECENT_LATENCIES = 100  # (time, engine latency) of the last speech frames, for a session's live figures
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class SlotOutput:
         self.last_rest: np.ndarray | None = None  # the last prepared rest frame shown (mouth closed)
         self.last_kind = "rest"
         self.history: collections.deque[tuple[float, int, str]] = collections.deque(maxlen=HISTORY_SLOTS)
+        self.recent_latency: collections.deque[tuple[float, float]] = collections.deque(maxlen=RECENT_LATENCIES)
         self._sent_delay_v: float | None = None
         self.av_offset_s = 0.0  # outgoing audio's delay minus the video's, smoothed (should be ~0)
 
@@ -63,6 +65,7 @@ class SlotOutput:
         event = None
         if ready is not None:
             self.metrics.engine_latency.observe(now - ready.arrival)
+            self.recent_latency.append((now, now - ready.arrival))
             self._outcome(True)
             kind, frame, event = "speech", ready.image, ready.event
         elif i is not None and i in f.thinned:

@@ -176,7 +176,7 @@ async def test_teardown_when_client_vanishes(server):
 
 async def test_teardown_when_the_client_goes_silent_without_closing(server):
     """A pulled cable or a sleeping laptop: no FIN, no DTLS close, the socket just stops answering.
-    The keepalive drops it within ping interval + ping timeout + close timeout."""
+    The keepalive drops it within 1.5 ping intervals (a ping, then half an interval for its pong)."""
     lim = server.config.limits
     peer = WebRTCPeer(ws_url(server))
     await peer.connect()
@@ -186,8 +186,7 @@ async def test_teardown_when_the_client_goes_silent_without_closing(server):
     peer.ws.transport.pause_reading()  # the client no longer reads its socket, so never answers a ping
     took = await _wait_no_sessions(server, 6.0)
     assert not server.sessions and session.closed and not session.tasks
-    worst = lim.ping_interval_s + lim.ping_timeout_s + lim.close_timeout_s
-    assert lim.ping_timeout_s + lim.close_timeout_s - 0.2 <= took <= worst + 0.5, took
+    assert lim.ping_interval_s / 2 - 0.2 <= took <= 1.5 * lim.ping_interval_s + 0.5, took
     await peer.close(send_close=False)
 
 

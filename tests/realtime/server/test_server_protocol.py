@@ -99,7 +99,7 @@ def test_bad_first_message_is_an_error_that_closes(text, code):
     assert ev.close_code == P.CLOSE_POLICY
     msg = ev.to_message()
     assert msg["type"] == "error" and msg["code"] == code.value and msg["message"]
-    assert proto.state is P.State.AWAITING_FIRST
+    assert proto.state is P.State.CLOSED  # a valid first message after it is refused too
 
 
 def test_binary_before_start_is_rejected():

@@ -14,6 +14,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import threading
 import time
 from pathlib import Path
 
@@ -197,6 +198,10 @@ class RealtimeServer:
             "kinds": [dict(s.live.counts) for s in self.sessions],
             # what each session aims at now: its budget less the light-load cut (engine.LoadWatch)
             "latency_target_ms": [round((s.budget_s - s.live.grid.cut_s) * 1000, 1) for s in self.sessions],
+            # what a soak compares at its start and end: leaks show here first
+            "asyncio_tasks": len(asyncio.all_tasks()),
+            "threads": threading.active_count(),
+            "websockets_open": len(self._sockets),
         }
         if reset:
             for h in (lat, rt, m.encode_time, m.packet_lateness, m.push_wait, m.push_round_trip, m.frame_slack,

@@ -132,11 +132,16 @@ def test_serve_prepares_a_photo_says_when_ready_and_stops_cleanly(tmp_path, how)
             lines.append(line)
         prepared = list((cache / "avatars").glob("image-*-256/avatar.json"))
         assert len(prepared) == 1  # the photo, prepared once into the cache
+        port = int(next(line for line in lines if "ready: serving on" in line).split("127.0.0.1:")[1].split("/")[0])
+        ws = _open_sdk_session(port)  # a live session, which the stop must close with 1001
+        t0 = time.monotonic()
         if how == "SIGTERM":
             proc.send_signal(signal.SIGTERM)
         else:
             os.killpg(proc.pid, signal.SIGINT)
+        code = _close_code(ws)
         rest, _ = proc.communicate(timeout=30)
+        took = time.monotonic() - t0
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -144,6 +149,47 @@ def test_serve_prepares_a_photo_says_when_ready_and_stops_cleanly(tmp_path, how)
     log = "".join(lines) + rest
     assert proc.returncode == 0, log
     sig = "SIGTERM" if how == "SIGTERM" else "SIGINT"
-    assert f"{sig} received: closing 0 session(s) and stopping" in rest and rest.rstrip().endswith("stopped")
+    assert f"{sig} received: closing 1 session(s) and stopping" in rest and rest.rstrip().endswith("stopped")
+    assert code == 1001 and took < 5.0, (code, took)  # going away; the whole stop within 5 s
+    while (left := _group_members(proc.pid)) and time.monotonic() < t0 + 5.0:
+        time.sleep(0.05)  # a child still exiting
+    assert not left, left  # within 5 s of the signal no process of the server's group is left
     for noise in ("Traceback", "leaked", "TensorFlow Lite", "W0000", "absl::InitializeLog"):
         assert noise not in log, log
+
+
+def _open_sdk_session(port: int):
+    import json
+
+    from websockets.sync.client import connect
+
+    ws = connect(f"ws://127.0.0.1:{port}/ws", open_timeout=10)
+    ws.send(json.dumps({"type": "start", "options": {"video": "none"}}))
+    assert json.loads(ws.recv(timeout=30))["event"] == "session_started"
+    return ws
+
+
+def _close_code(ws) -> int | None:
+    from websockets.exceptions import ConnectionClosed
+
+    try:
+        while True:
+            ws.recv(timeout=10)
+    except ConnectionClosed:
+        pass
+    return ws.close_code
+
+
+def _group_members(pgid: int) -> list[str]:
+    """Command lines of the live processes in process group ``pgid`` (zombies excluded)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+            if int(stat[2]) == pgid and stat[0] != "Z":
+                found.append(open(f"/proc/{entry}/cmdline").read().replace("\0", " ").strip())
+        except (OSError, IndexError, ValueError):
+            continue
+    return found

@@ -76,6 +76,20 @@ class LiveSession:
             self.tasks = [asyncio.create_task(self.feed.run(), name=f"session{self.key}-encode"),
                           asyncio.create_task(self.planner.run(), name=f"session{self.key}-render")]
 
+    async def prime(self) -> None:
+        """One rest frame (mouth closed) made before the first slot is due, so that no slot shows the
+        avatar's own frame (a photo's smile or open lips) while the first rest frames are on their way.
+        A failure only leaves the avatar's frame as that fallback."""
+        if self.output.last_rest is not None:
+            return
+        try:
+            frame = await self.engine.worker.run(lambda: self.planner.rest_frame(0), kind="rest")
+        except Exception as e:  # noqa: BLE001 (the session works without it)
+            log.warning("session %s: no first rest frame (%s: %s)", self.key, type(e).__name__, e)
+            return
+        if self.output.last_rest is None:
+            self.output.last_rest = frame
+
     async def close(self) -> None:
         """Stops the loops and frees every buffer and the model-side state; idempotent."""
         if self.closed:

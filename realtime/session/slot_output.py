@@ -99,7 +99,7 @@ class SlotOutput:
                 self.metrics.frames_repeated.inc()
             self.metrics.frames_rest.inc()
         elif kind in ("late", "repeat"):
-            frame = self.last_frame if self.last_frame is not None else f.rest.pop(slot, None)
+            frame = self.last_frame if self.last_frame is not None else f.rest.pop(slot, self.last_rest)
             if frame is None:
                 frame = self.avatar.frame(g.avatar_index(slot))
             self.metrics.frames_repeated.inc()

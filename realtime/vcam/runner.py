@@ -80,6 +80,7 @@ class Vcam:
         started = time.monotonic()
         tasks: list[asyncio.Task] = []
         try:
+            await live.prime()
             live.start()
             live.clock.start()
             if self.speaker is not None:

@@ -140,6 +140,7 @@ class SdkSession:
         """Each slot when it is due: its frame event, image and audio, then the playback events."""
         period = 1.0 / self.fps
         loop = asyncio.get_running_loop()
+        await self.live.prime()  # the first frame closed-mouthed, not the avatar's own (milliseconds)
         slot: int | None = None
         first: int | None = None
         while True:

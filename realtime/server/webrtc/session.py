@@ -154,6 +154,7 @@ class WebRTCSession:
         install_h264_encoder(pc, video_sender, self.config.video_preset)
         if self.config.audio_encode_in_track:
             self.audio.use_opus_packets(pc, audio_sender)
+        await self.live.prime()  # a closed-mouth first frame, before ICE connects (milliseconds)
         self.live.start()
         for task in self.live.tasks:  # "encode", "render": failures end this session, as the others'
             task.set_name(f"{self.id}-{task.get_name().rsplit('-', 1)[-1]}")

@@ -130,3 +130,19 @@ def test_a_rest_slot_with_no_rest_frame_ready_shows_the_last_rest_frame_not_the_
     out = live.slot(2)  # nothing prepared for this slot
     assert out.kind == "rest" and out.image is rest
     worker.close()
+
+
+async def test_the_first_slot_shows_a_rest_frame_made_before_it_not_the_photo():
+    """A session's very first slot comes before any rest frame of the planner: ``prime`` makes one
+    first, so the viewer never sees the photo's own mouth (then a snap to the rest pose)."""
+    worker = InferenceWorker()
+    live = make_scheduler(FakeRenderer(), worker)
+    photo = live.avatar.frame(0)
+    assert live.slot(0).image is photo  # unprimed: the only fallback is the avatar's frame
+    live = make_scheduler(FakeRenderer(), worker)
+    await live.prime()
+    first = live.slot(0)
+    expected = FakeRenderer().rest_frame(live.avatar, 0, live.state)
+    assert first.kind == "rest" and first.image is not photo
+    np.testing.assert_array_equal(first.image, expected)
+    worker.close()

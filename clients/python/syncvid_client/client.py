@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from .assembler import FrameAssembler
 from .audio import AudioLike, LinearResampler, to_float, to_int16, to_pcm16
@@ -115,6 +115,8 @@ class AvatarClient:
         try:
             self._ws = await connect(self.url, additional_headers=headers, open_timeout=self.open_timeout,
                                      max_size=MAX_SERVER_MESSAGE_BYTES, max_queue=RECEIVE_QUEUE, compression=None)
+        except InvalidStatus as exc:  # refused before the upgrade: say why in words
+            raise ConnectError(f"cannot connect to {self.url}: {_refusal(exc)}") from exc
         except (OSError, InvalidHandshake, InvalidURI, *TIMEOUTS) as exc:
             raise ConnectError(f"cannot connect to {self.url}: {exc or type(exc).__name__}") from exc
         try:
@@ -352,3 +354,15 @@ def _json_object(text: str) -> dict[str, Any]:
         log.warning("server JSON message is not an object; ignored")
         return {}
     return msg
+
+
+def _refusal(exc: InvalidStatus) -> str:
+    """The server's reason for an HTTP refusal of the upgrade (its JSON error), with what to do."""
+    status = exc.response.status_code
+    try:
+        message = json.loads(exc.response.body)["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        message = f"HTTP {status}"
+    if status == 401:
+        return f"{message} (pass token=... to AvatarClient: the server's --token)"
+    return f"{message} (HTTP {status})"

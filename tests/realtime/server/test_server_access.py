@@ -260,3 +260,14 @@ def test_serve_refuses_to_start_with_one_line(argv, expected, capsys, monkeypatc
     assert main(["serve", "--port", "0", *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("syncvid serve: error: ") and expected in err[0], err
+
+
+async def test_the_python_client_says_a_token_is_needed(locked):
+    from syncvid_client import AvatarClient, ConnectError
+
+    url = f"ws://127.0.0.1:{locked.port}/ws"
+    with pytest.raises(ConnectError, match=r"needs a token.*pass token=\.\.\. to AvatarClient"):
+        async with AvatarClient(url, video="none"):
+            pass
+    async with AvatarClient(url, video="none", token=TOKEN) as client:
+        assert client.started.session

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from realtime.errors import WeightsError
+from realtime.errors import WeightsError, weights_load_reason
 from realtime.unet_config import load_unet_config
 
 log = logging.getLogger(__name__)
@@ -103,8 +103,8 @@ def read_state_dict(ckpt_path: str | Path) -> dict:
                 raise
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:
-        raise WeightsError(f"UNet checkpoint {path} cannot be read as a torch weights file ({e}); "
-                           "pass an unmodified latentsync_unet.pt") from None
+        raise WeightsError(f"UNet checkpoint {path} cannot be read as a torch weights file "
+                           f"({weights_load_reason(e)}); pass an unmodified latentsync_unet.pt") from None
     sd = obj.get("state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(sd, dict) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise WeightsError(f"UNet checkpoint {path} holds no state dict of tensors; "

@@ -13,7 +13,7 @@ import json
 import logging
 from pathlib import Path
 
-from realtime.errors import WeightsError
+from realtime.errors import WeightsError, weights_load_reason
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def _load_pt(path: Path):
         ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad user file
         raise WeightsError(
-            f"Whisper checkpoint {str(path)!r} cannot be loaded safely ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+            f"Whisper checkpoint {str(path)!r} cannot be loaded safely ({weights_load_reason(e)}); "
             "pass an openai-whisper .pt file"
         ) from None
     if not isinstance(ckpt, dict) or "dims" not in ckpt or "model_state_dict" not in ckpt:

@@ -27,7 +27,7 @@ import torch
 from models.syncnet import StableSyncNet, SyncNetConfig
 from realtime.audio.io import SAMPLE_RATE
 from realtime.config import ConfigError, from_dict, load_yaml
-from realtime.errors import WeightsError
+from realtime.errors import WeightsError, weights_load_reason
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +174,8 @@ def load_syncnet(ckpt: str | Path | None, config: str | Path | None = None, devi
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file is one clear error
-        raise WeightsError(f"SyncNet checkpoint {path} cannot be read as torch weights ({e})") from None
+        raise WeightsError(f"SyncNet checkpoint {path} cannot be read as torch weights ({weights_load_reason(e)}); "
+                           "pass LatentSync's stable_syncnet.pt") from None
     sd = obj.get("state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(sd, dict):
         raise WeightsError(f"SyncNet checkpoint {path} holds no state dict")

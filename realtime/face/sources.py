@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from pathlib import Path
 
 from realtime.config import cache_root
@@ -45,7 +46,8 @@ def prepared_from_file(source: str | Path, kind: str, resolution: int = 256, cac
     """The avatar of a video or photo file, prepared once into the content-keyed cache."""
     src = Path(source).expanduser()
     if not src.is_file():
-        raise MediaInputError(f"{kind} {src} does not exist; pass an existing file")
+        raise MediaInputError(f"{kind} {src} {'is a folder' if src.is_dir() else 'does not exist'}; pass an "
+                              "existing file")
     try:
         digest = file_digest(src)
     except OSError as e:
@@ -59,9 +61,14 @@ def prepared_from_file(source: str | Path, kind: str, resolution: int = 256, cac
             return avatar
     except MediaInputError:
         pass
-    log.info("preparing the avatar from %s into %s (once; later runs reuse it)", src, directory)
+    # announced once done: a file that cannot be prepared gets its error as the only line a run prints
+    log.debug("preparing the avatar from %s into %s", src, directory)
+    t0 = time.monotonic()
     directory.parent.mkdir(parents=True, exist_ok=True)
-    return prepare_avatar(src, directory, kind=kind, resolution=resolution, progress=progress, replace=False)
+    avatar = prepare_avatar(src, directory, kind=kind, resolution=resolution, progress=progress, replace=False)
+    log.info("prepared the avatar from %s into %s in %.1f s (once; later runs reuse it)", src, directory,
+             time.monotonic() - t0)
+    return avatar
 
 
 def load_avatar_source(path: str | Path, resolution: int = 256, cache_dir: str | Path | None = None,

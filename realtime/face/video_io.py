@@ -26,7 +26,8 @@ def read_image(path: str | Path) -> np.ndarray:
 
     path = Path(path)
     if not path.is_file():
-        raise MediaInputError(f"image {path} does not exist: give the path of a JPEG or PNG face photo")
+        raise MediaInputError(f"image {path} {'is a folder' if path.is_dir() else 'does not exist'}: give the "
+                              "path of a JPEG or PNG face photo")
     data = np.fromfile(str(path), dtype=np.uint8)
     img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if img is None:
@@ -56,7 +57,8 @@ def video_info(path: str | Path) -> tuple[float, float | None, int | None]:
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
-                raise MediaInputError(f"video {path} has no video stream: give a video file with a face in it")
+                raise MediaInputError(f"video {path} has no video stream (a file cut short may have lost it): give "
+                                      "a complete video file with a face in it")
             stream = container.streams.video[0]
             rate = stream.average_rate or stream.guessed_rate or TRACK_FPS
             duration = None
@@ -90,7 +92,8 @@ def read_video(path: str | Path, fps: float | None = TRACK_FPS, max_frames: int 
 
 def _check_exists(path: Path) -> None:
     if not path.is_file():
-        raise MediaInputError(f"video {path} does not exist: give the path of a video file with a face in it")
+        raise MediaInputError(f"video {path} {'is a folder' if path.is_dir() else 'does not exist'}: give the "
+                              "path of a video file with a face in it")
 
 
 def _decode_av(path: Path, fps: float | None, max_frames: int | None) -> Iterator[np.ndarray]:

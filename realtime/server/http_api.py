@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from realtime.errors import MediaInputError
+from realtime.face.upload import UploadRejected, check_image_upload, safe_avatar_name
 
 if TYPE_CHECKING:
     from realtime.server.app import RealtimeServer
@@ -101,8 +102,6 @@ class HttpApi:
     async def upload(self, request: web.Request) -> web.Response:
         """``POST /avatars?name=NAME`` with the image file as the body: checked, prepared (its face
         found), then saved in the library folder as ``NAME.png``; 201 with the new entry."""
-        from realtime.face.upload import UploadRejected, safe_avatar_name  # TODO(top) once upload.py lands
-
         srv, lim = self.server, self.server.config.limits
         folder = srv.upload_dir
         try:
@@ -113,10 +112,7 @@ class HttpApi:
             if request.content_length is not None and request.content_length > lim.max_upload_bytes:
                 raise UploadRejected("too_large", f"the file is {request.content_length / 1e6:.1f} MB; the limit "
                                      f"is {lim.max_upload_bytes / 1e6:.1f} MB: send a smaller photo")
-            data = await request.content.read(lim.max_upload_bytes + 1)
-            if len(data) > lim.max_upload_bytes:
-                raise UploadRejected("too_large", f"the file is over the {lim.max_upload_bytes / 1e6:.1f} MB "
-                                     "limit: send a smaller photo")
+            data = await _read_body(request, lim.max_upload_bytes)
             # decoding and finding the face take seconds of CPU: off the loop, one upload at a time
             async with self._upload_lock:
                 entry = await asyncio.to_thread(self._save, folder, name, data)
@@ -132,7 +128,6 @@ class HttpApi:
         from PIL import Image
 
         from realtime.face.sources import prepared_from_file
-        from realtime.face.upload import UploadRejected, check_image_upload
 
         srv, lim = self.server, self.server.config.limits
         library = srv.engine.avatars
@@ -161,6 +156,18 @@ class HttpApi:
             part.unlink(missing_ok=True)
         library.load(name)  # from the cache just filled: the first session with it starts at once
         return next(d for d in library.describe() if d["name"] == name)
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    """The whole request body, refused as soon as it passes ``limit`` bytes (a client may send more
+    than its Content-Length said, or none)."""
+    chunks, total = [], 0
+    async for chunk in request.content.iter_chunked(1 << 16):
+        total += len(chunk)
+        if total > limit:
+            raise UploadRejected("too_large", f"the file is over the {limit / 1e6:.1f} MB limit: send a smaller photo")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def is_loopback(address: str | None) -> bool:

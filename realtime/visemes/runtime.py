@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from realtime.errors import WeightsError
+from realtime.errors import WeightsError, weights_load_reason
 from realtime.visemes.phonemes import BLENDSHAPES, PP, SIL, VISEMES
 from realtime.visemes.windows import LookaheadWindow, get_window
 
@@ -43,7 +43,8 @@ def _load(path: str):
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
         model = model_from_checkpoint(ckpt)
     except Exception as e:  # a truncated or foreign file
-        raise WeightsError(f"viseme weights {p} could not be loaded ({e}); retrain them with `syncvid train-visemes`") from None
+        raise WeightsError(f"viseme weights {p} could not be loaded ({weights_load_reason(e)}); retrain them with "
+                           "`syncvid train-visemes`") from None
     for q in model.parameters():
         q.requires_grad_(False)
     window = get_window(ckpt["window"]["name"])

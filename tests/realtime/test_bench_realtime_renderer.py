@@ -54,7 +54,7 @@ def test_random_weights_are_written_where_the_server_loads_them(tmp_path):
     prepare_renderer(args, str(tmp_path))
     assert args.renderer == "diffusion"
     assert args.unet == str(tmp_path / "unet.pt") and (tmp_path / "vae" / "config.json").is_file()
-    saved = torch.load(args.unet, map_location="cpu")["state_dict"]
+    saved = torch.load(args.unet, map_location="cpu", weights_only=True)["state_dict"]
     assert all(v.dtype == torch.float16 for v in saved.values() if v.is_floating_point())  # half the disk
     check_diffusion_files(DiffusionConfig(unet=args.unet, unet_config=args.unet_config, vae=args.vae))
     r = DiffusionRenderer.from_files(args.unet, args.unet_config, args.vae, device="cpu")

@@ -85,7 +85,14 @@ class SpeechPlayout:
         if not self._utterances or self._utterances[-1].end is not None:
             self._numbers += 1
             self._utterances.append(_Utterance(self._numbers, self.write_pos))
-        self._chunks.append(np.asarray(samples, np.int16))
+        samples = np.asarray(samples, np.int16)
+        if self._chunks and len(self._chunks[-1]) < self.packet:
+            # a client may send one sample per message: an array object each would cost ~80x the
+            # samples' own memory over a full buffer. Small chunks are joined, so every chunk but
+            # the newest holds at least a packet and the buffer's memory stays about its samples
+            self._chunks[-1] = np.concatenate([self._chunks[-1], samples])
+        else:
+            self._chunks.append(samples)
         self.write_pos += n
         return True
 

@@ -22,7 +22,7 @@ TOKEN_ENV = "SYNCVID_TOKEN"  # the token, when it is not given on the command li
 # paths that reveal nothing private and stay open (load balancers and scrapers carry no token)
 OPEN_PATHS = frozenset({"/healthz", "/metrics"})
 # the page itself and its files: static, the same for everyone; what they call needs the token
-PAGE_PATHS = frozenset({"/", "/app.js", "/style.css", "/favicon.ico"})
+PAGE_PATHS = frozenset({"/", "/app.js", "/library.js", "/style.css", "/favicon.ico"})
 MIN_TOKEN_CHARS = 16  # a guessable token is no access control
 
 

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 # the page's files: URL path -> (file in the client folder, content type)
 STATIC = {"/": ("index.html", "text/html; charset=utf-8"),
           "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+          "/library.js": ("library.js", "text/javascript; charset=utf-8"),
           "/style.css": ("style.css", "text/css; charset=utf-8")}
 NO_STORE = {"Cache-Control": "no-store"}
 # status of each upload refusal (the code travels in the JSON body)
@@ -146,8 +147,9 @@ class HttpApi:
                 prepared_from_file(part, "image", resolution=library.resolution, cache_dir=library.cache_dir,
                                    progress=False)
             except MediaInputError as e:
-                raise UploadRejected("no_face", f"no face was found in the photo ({e}): upload a photo with "
-                                     "one face, seen from the front, well lit") from None
+                log.info("upload %r: %s", name, e)  # the reason names a server path: for the log only
+                raise UploadRejected("no_face", "no face was found in the photo: upload a photo with one face, "
+                                     "seen from the front, well lit") from None
             final = folder / f"{name}.png"
             if final.exists():
                 raise UploadRejected("name_taken", f"an avatar named {name!r} exists already: pick another name")

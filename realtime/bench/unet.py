@@ -10,6 +10,8 @@ CPU cases run in fp32 with 1 and 2 intra-op threads. The full config on CPU uses
 (``--cpu-full-frames``, default 2): a 16-frame call takes minutes there. CUDA cases (when a GPU is
 present) run fp16 with 16 frames and batch 2, as LatentSync's inference with guidance does; stage2
 at 256 px and stage2_512 at 512 px. Weights are random (timing does not depend on their values).
+``--devices cuda`` skips the CPU cases; ``--cuda-batch 1,2`` adds the distilled student's batch (no
+CFG); ``--cuda-dtype bf16``, ``--compile`` and ``--channels-last`` apply ``realtime.render.accel``.
 """
 
 from __future__ import annotations
@@ -32,6 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", default="1,2", help="CPU intra-op thread counts to try")
     parser.add_argument("--skip-full", action="store_true", help="tiny config only (the full one needs ~6 GB RAM)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--devices", default="cpu,cuda", help="device groups to run: cpu, cuda or both")
+    parser.add_argument("--cuda-dtype", choices=("fp16", "bf16"), default="fp16", help="CUDA cases' dtype")
+    parser.add_argument("--cuda-batch", default="2", help="CUDA batch sizes (2: CFG; 1: a distilled student)")
+    parser.add_argument("--compile", action="store_true", help="CUDA: torch.compile the UNet (warm-up not timed)")
+    parser.add_argument("--channels-last", action="store_true", help="CUDA: channels-last convolution weights")
 
 
 def _model(name: str, device: str, dtype):
@@ -81,8 +88,9 @@ def run(args: argparse.Namespace) -> int:
 
     cases = []
     threads = [int(t) for t in args.threads.split(",") if t]
+    devices = {d.strip() for d in args.devices.split(",") if d.strip()}
     for name, frames in (("tiny", args.tiny_frames), ("stage2", args.cpu_full_frames)):
-        if name != "tiny" and args.skip_full:
+        if "cpu" not in devices or (name != "tiny" and args.skip_full):
             continue
         model = _model(name, "cpu", torch.float32)
         for n in threads:
@@ -93,17 +101,22 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(cases[-1]), flush=True)
         del model
         gc.collect()
-    if torch.cuda.is_available():
+    if "cuda" in devices and torch.cuda.is_available():
+        from realtime.render.accel import optimize_unet, resolve_dtype
+
+        dtype = resolve_dtype("cuda", args.cuda_dtype)
         for name, latent in (("stage2", 32), ("stage2_512", 64)):
-            model = _model(name, "cuda", torch.float16)
-            torch.cuda.reset_peak_memory_stats()
-            r = _time_case(model, 2, 16, latent, "cuda", torch.float16, max(args.repeats, 10))
-            cases.append({"config": name, "device": torch.cuda.get_device_name(), "dtype": "fp16", "batch": 2,
-                          "frames": 16, "latent": latent, **r})
-            print(json.dumps(cases[-1]), flush=True)
+            model = optimize_unet(_model(name, "cuda", dtype), channels_last=args.channels_last, compile=args.compile)
+            for batch in (int(b) for b in args.cuda_batch.split(",") if b):
+                torch.cuda.reset_peak_memory_stats()
+                r = _time_case(model, batch, 16, latent, "cuda", dtype, max(args.repeats, 10))
+                cases.append({"config": name, "device": torch.cuda.get_device_name(), "dtype": args.cuda_dtype,
+                              "batch": batch, "frames": 16, "latent": latent, "compile": args.compile,
+                              "channels_last": args.channels_last, **r})
+                print(json.dumps(cases[-1]), flush=True)
             del model
             torch.cuda.empty_cache()
-    else:
+    elif "cuda" in devices:
         log.info("no CUDA device: GPU cases skipped")
     if args.json:
         with open(args.json, "w") as f:

@@ -14,7 +14,6 @@ import asyncio
 import collections
 import contextlib
 import logging
-import threading
 import time
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from realtime.server.config import RealtimeConfig
 from realtime.server.http_api import HttpApi, dumps, error_response, not_found_or_method
 from realtime.server.live_events import face_box, session_stats
 from realtime.server.sdk.session import SdkSession
+from realtime.server.summary import server_summary
 from realtime.server.webrtc.session import SessionError, WebRTCSession
 from realtime.session.shared import Engine
 
@@ -103,6 +103,10 @@ class RealtimeServer:
         return self._runner.addresses[0][1]
 
     @property
+    def open_websockets(self) -> int:
+        return len(self._sockets)
+
+    @property
     def url(self) -> str:
         host = self.config.host if self.config.host not in ("0.0.0.0", "::") else "127.0.0.1"
         return f"{'https' if self.config.tls_cert else 'http'}://{host}:{self.port}/"
@@ -167,47 +171,8 @@ class RealtimeServer:
             return not_found_or_method(404, request.method, request.path, None)
 
     def stats(self, reset: bool = False) -> dict:
-        m = self.metrics
-        self.drain_gc_pauses()
-        lat, rt = m.engine_latency, m.render_time
-
-        def ms(h, *qs) -> dict:
-            """Percentiles ``qs`` of ``h`` in ms, as {"p50": ...} (None while it has no samples)."""
-            return {f"p{q}": None if v != v else round(v * 1000, 2) for q, v in zip(qs, h.percentiles(*qs))}
-
-        out = {
-            "sessions": len(self.sessions),
-            "engine_latency_ms": {**ms(lat, 50, 95), "n": len(lat.samples)},
-            "render_ms_per_frame": ms(rt, 50, 95),
-            "encode_ms_per_push": ms(m.encode_time, 50, 95),
-            # where a frame's compute window goes: packet -> push submitted, push round trip, and
-            # how early speech frames were ready for their slot (p5: the tight end)
-            "packet_lateness_ms": ms(m.packet_lateness, 50, 95, 99),
-            "push_wait_ms": ms(m.push_wait, 50, 95),
-            "push_round_trip_ms": ms(m.push_round_trip, 50, 95, 99),
-            "frame_slack_ms": ms(m.frame_slack, 5, 50),
-            # the collector's stalls of this process (what a frozen start-up heap keeps short)
-            "gc_pause_ms": {**ms(m.gc_pause, 50, 99, 100), "n": len(m.gc_pause.samples)},
-            "gc_sweeps": int(m.gc_sweeps.value),
-            "frames": {k: int(getattr(m, "frames_" + k).value)
-                       for k in ("sent", "rendered", "rest", "late", "repeated", "dropped")},
-            "skipped_slots": sum(s.skipped for s in self.sessions),
-            "output_fps": round(m.output_fps.value, 2),
-            "degrade_level_max": max((s.live.level for s in self.sessions), default=0),
-            "av_offset_ms": [round(s.live.av_offset_s * 1000, 2) for s in self.sessions],
-            "kinds": [dict(s.live.counts) for s in self.sessions],
-            # what each session aims at now: its budget less the light-load cut (engine.LoadWatch)
-            "latency_target_ms": [round((s.budget_s - s.live.grid.cut_s) * 1000, 1) for s in self.sessions],
-            # what a soak compares at its start and end: leaks show here first
-            "asyncio_tasks": len(asyncio.all_tasks()),
-            "threads": threading.active_count(),
-            "websockets_open": len(self._sockets),
-        }
-        if reset:
-            for h in (lat, rt, m.encode_time, m.packet_lateness, m.push_wait, m.push_round_trip, m.frame_slack,
-                      m.gc_pause):
-                h.reset_samples()
-        return out
+        """The `/stats` summary (``summary.py``); ``reset`` clears the histograms' samples."""
+        return server_summary(self, reset)
 
     # ---- WebSocket --------------------------------------------------------------------------------
     async def _send(self, ws: web.WebSocketResponse, message: dict) -> None:
@@ -228,7 +193,7 @@ class RealtimeServer:
             await asyncio.wait_for(ws.close(code=code, message=close_reason(reason).encode()),
                                    self.config.limits.close_timeout_s + 0.5)
         except (asyncio.TimeoutError, ConnectionError, RuntimeError):
-            transport = ws._req.transport if ws._req is not None else None  # noqa: SLF001 (aiohttp has no public abort)
+            transport = ws._req.transport if ws._req is not None else None  # aiohttp has no public abort
             if transport is not None:
                 transport.abort()
 

@@ -189,13 +189,25 @@ class RealtimeServer:
     async def _close_socket(self, ws: web.WebSocketResponse, code: int, reason: str) -> None:
         """Sends the close frame and waits (at most ``close_timeout_s``) for the client's; a client
         that does not read gets its connection cut."""
+        transport = ws._req.transport if ws._req is not None else None  # aiohttp has no public abort
         try:
             await asyncio.wait_for(ws.close(code=code, message=close_reason(reason).encode()),
                                    self.config.limits.close_timeout_s + 0.5)
+            # aiohttp then closes the transport gracefully, which waits for the unsent output to
+            # go: a client that does not read would keep the socket (and its full buffers) open
+            cut = transport is not None and transport.get_write_buffer_size() > 0
+        except asyncio.CancelledError:
+            # aiohttp's drain waiter is one future per connection: when the session's sender was
+            # cancelled while waiting on it, this close is cancelled too. Only our own cancellation goes on.
+            if asyncio.current_task().cancelling():
+                if transport is not None:
+                    transport.abort()
+                raise
+            cut = True
         except (asyncio.TimeoutError, ConnectionError, RuntimeError):
-            transport = ws._req.transport if ws._req is not None else None  # aiohttp has no public abort
-            if transport is not None:
-                transport.abort()
+            cut = True
+        if cut and transport is not None:
+            transport.abort()
 
     async def _fail(self, ws: web.WebSocketResponse, code: P.ErrorCode, message: str, close_code: int) -> None:
         await self._send(ws, P.error_message(code, message))

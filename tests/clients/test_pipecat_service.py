@@ -161,10 +161,11 @@ async def test_speech_plays_as_lip_synced_images_at_the_frame_rate(server):
     speaking = [order[order.index(f) - 1] for _, f in audio]
     opening = [mouth_darkness(img_of(f), REST) for f in speaking]
     assert max(opening) > 2 * OPEN and np.mean([o > OPEN for o in opening]) > 0.6, opening
-    before = [f for t, f in images if t < audio[0][0]]
+    first_speaking = [f for _, f in images].index(speaking[0])  # its image may arrive a moment before its audio
+    before = [f for _, f in images[:first_speaking]]
     after = [f for t, f in images if t > stop_at]
-    # (on a loaded machine the utterance's last frame or two may be late, repeating an open mouth)
-    assert len(before) >= 5 and all(mouth_darkness(img_of(f), REST) == 0 for f in before + after[2:])
+    darkness = [mouth_darkness(img_of(f), REST) for f in before + after]
+    assert len(before) >= 5 and not any(darkness), str([round(d, 1) for d in darkness])
     # TTS frame in -> the first image showing it: the image paired with the utterance's first audio
     latency = images[[f for _, f in images].index(speaking[0])][0] - t_in
     print(f"TTS frame in -> first image showing it: {latency * 1000:.0f} ms")

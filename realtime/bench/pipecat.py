@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from realtime.bench.leaks import process_tree
 from realtime.bench.loopback import (
     FIXTURE,
     free_port,
@@ -37,7 +38,6 @@ from realtime.bench.loopback import (
 )
 from realtime.bench.realtime import machine_description
 from realtime.bench.sdk import RATE, summary, to_rate
-from realtime.bench.soak import process_tree
 
 log = logging.getLogger(__name__)
 

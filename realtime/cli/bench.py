@@ -12,6 +12,7 @@ BENCHMARKS = {
     "pipecat": "pipecat video service on loopback: TTS frame -> first image, interruption -> last speech image",
     "livekit": "LiveKit video generator on loopback: audio -> first frame, clear_buffer -> playback_finished",
     "soak": "session churn: server memory, fds, threads and teardown time over many sessions",
+    "hold": "a few sessions kept speaking for minutes: fps, late frames, latency, A/V offset, memory drift",
     "unet": "UNet step time per frame (tiny and full configs)",
     "mouth": "embedded mouth renderer frames per second",
     "face": "landmarks, alignment warp and paste-back per frame; avatar preparation",

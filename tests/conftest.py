@@ -87,14 +87,7 @@ def pytest_terminal_summary(terminalreporter):
 async def server():
     """A real server on a free loopback port with fake models (``tests.fakes``): for tests about
     the server and its clients (timing, protocol, queues), fast on 2 cores."""
-    from realtime.server.app import RealtimeServer
-    from tests.fakes import make_config, make_engine
+    from tests.fakes import running_server
 
-    engine = make_engine()
-    srv = RealtimeServer(make_config(), engine)
-    await srv.start()
-    try:
+    async with running_server() as srv:
         yield srv
-    finally:
-        await srv.close()
-        engine.close()

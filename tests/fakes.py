@@ -152,3 +152,33 @@ def make_engine(renderer=None):
         encoder_factory=lambda lookahead, fps: FakeEncoder(fps, 0.12 if lookahead == "full" else 0.04),
         worker=InferenceWorker(),
     )
+
+
+@contextlib.asynccontextmanager
+async def running_server(config=None, engine=None, access=None):
+    """A started server (``make_config()`` and ``make_engine()`` unless given) on a free loopback port;
+    the server and its engine are closed after, also when the test fails."""
+    from realtime.server.app import RealtimeServer  # aiortc and aiohttp: only the server tests pay for them
+
+    engine = engine or make_engine()
+    srv = RealtimeServer(config or make_config(), engine, access=access)
+    try:
+        await srv.start()
+        yield srv
+    finally:
+        await srv.close()
+        engine.close()
+
+
+async def browser_offer_sdp() -> str:
+    """A browser-like offer (audio sendrecv, video recvonly, every candidate gathered) from a peer
+    connection that is closed at once: the server answers it with a peer that never connects."""
+    from aiortc import RTCConfiguration, RTCPeerConnection
+
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc.addTransceiver("audio", direction="sendrecv")
+    pc.addTransceiver("video", direction="recvonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    sdp = pc.localDescription.sdp
+    await pc.close()
+    return sdp

@@ -28,6 +28,7 @@ from realtime.server.sdk.playout import SpeechPlayout
 from realtime.server.sdk.session import SdkSession
 from realtime.server.webrtc.session import WebRTCSession
 from realtime.session.live import LiveSession
+from tests.fakes import browser_offer_sdp
 from tests.realtime.server.fuzz_messages import first_message, message, valid_message
 
 SEED = 31337
@@ -47,20 +48,6 @@ HOSTILE_AVATARS = ["../default", "/etc/passwd", "..", ".", "default/..", "a/../.
 def rss_mb() -> float:
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
-
-
-async def offer_sdp() -> str:
-    """A real browser-like offer (audio sendrecv, video recvonly), made once: every WebRTC
-    connection sends it, the server answers each with a new peer connection that never connects."""
-    from aiortc import RTCConfiguration, RTCPeerConnection
-
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    pc.addTransceiver("audio", direction="sendrecv")
-    pc.addTransceiver("video", direction="recvonly")
-    await pc.setLocalDescription(await pc.createOffer())
-    sdp = pc.localDescription.sdp
-    await pc.close()
-    return sdp
 
 
 def plan(rng: random.Random, sdp: str) -> list[str | bytes]:
@@ -243,7 +230,7 @@ def settled_rss_mb() -> float:
 
 async def test_a_live_server_survives_thousands_of_hostile_messages(server):
     url = f"ws://127.0.0.1:{server.port}/ws"
-    sdp = await offer_sdp()
+    sdp = await browser_offer_sdp()
     rng = random.Random(SEED)
     tally: collections.Counter = collections.Counter()
 

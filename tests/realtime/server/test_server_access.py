@@ -16,7 +16,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from realtime.errors import ServerStartError
 from realtime.server.access import AccessPolicy, check_exposure, load_tokens, origin_of
 from realtime.server.app import RealtimeServer
-from tests.fakes import make_config, make_engine
+from tests.fakes import make_config, make_engine, running_server
 
 TOKEN = "t0ken-for-the-tests-0123456789"
 
@@ -38,15 +38,9 @@ def http(url: str, headers: dict | None = None, context=None) -> tuple[int, dict
 @pytest.fixture
 async def locked():
     """A server that needs TOKEN and accepts pages of https://app.example besides its own."""
-    engine = make_engine()
-    srv = RealtimeServer(make_config(allowed_origins=["https://app.example"]), engine,
-                         access=AccessPolicy(frozenset({TOKEN}), ("https://app.example",)))
-    await srv.start()
-    try:
+    async with running_server(make_config(allowed_origins=["https://app.example"]),
+                              access=AccessPolicy(frozenset({TOKEN}), ("https://app.example",))) as srv:
         yield srv
-    finally:
-        await srv.close()
-        engine.close()
 
 
 # ---- the rules, sans I/O --------------------------------------------------------------------------
@@ -159,10 +153,9 @@ async def test_connections_per_client_address_are_capped(server):
 
 
 async def test_a_session_ends_at_the_time_limit():
-    engine = make_engine()
     config = make_config()
     config.limits.max_session_s = 0.6
-    async with RealtimeServer(config, engine) as srv:
+    async with running_server(config) as srv:
         ws, started = await _start_sdk(f"ws://127.0.0.1:{srv.port}/ws")
         ended = None
         async for message in ws:
@@ -174,7 +167,6 @@ async def test_a_session_ends_at_the_time_limit():
                 break
             await asyncio.sleep(0.02)
         assert not srv.sessions
-    engine.close()
 
 
 async def test_shutdown_closes_every_session_with_1001():
@@ -199,8 +191,7 @@ async def test_shutdown_closes_every_session_with_1001():
 
 async def test_tls_serves_https_and_wss(tmp_path):
     cert, key = _self_signed(tmp_path)
-    engine = make_engine()
-    async with RealtimeServer(make_config(tls_cert=str(cert), tls_key=str(key)), engine) as srv:
+    async with running_server(make_config(tls_cert=str(cert), tls_key=str(key))) as srv:
         assert srv.url.startswith("https://")
         client = ssl.create_default_context(cafile=str(cert))
         status, body = await asyncio.to_thread(http, f"https://localhost:{srv.port}/healthz", None, client)
@@ -210,7 +201,6 @@ async def test_tls_serves_https_and_wss(tmp_path):
         await ws.close()
         with pytest.raises(Exception):  # plain http to a TLS port gets no answer
             await asyncio.to_thread(http, f"http://127.0.0.1:{srv.port}/healthz")
-    engine.close()
 
 
 def test_a_wrong_certificate_fails_at_start_naming_it(tmp_path):

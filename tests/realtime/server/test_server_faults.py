@@ -8,8 +8,7 @@ import time
 
 from syncvid_client import AvatarClient, Frame
 
-from realtime.server.app import RealtimeServer
-from tests.fakes import FakeRenderer, make_config, make_engine, speech_like
+from tests.fakes import FakeRenderer, make_engine, running_server, speech_like
 
 BROKEN_SEED = 13
 
@@ -47,8 +46,7 @@ async def _speak_and_count(client: AvatarClient, seconds: float) -> tuple[float,
 
 
 async def test_a_renderer_failing_for_one_session_leaves_the_other_at_full_rate():
-    engine = make_engine(FailsForOneSession())
-    async with RealtimeServer(make_config(), engine) as srv:
+    async with running_server(engine=make_engine(FailsForOneSession())) as srv:
         url = f"ws://127.0.0.1:{srv.port}/ws"
         async with AvatarClient(url, video="raw", seed=BROKEN_SEED) as broken, \
                 AvatarClient(url, video="raw", seed=0) as healthy:
@@ -59,4 +57,3 @@ async def test_a_renderer_failing_for_one_session_leaves_the_other_at_full_rate(
             assert len(srv.sessions) == 2  # and the failing one is not torn down
             broken_session = next(s for s in srv.sessions if s.live.state.seed == BROKEN_SEED)
             assert broken_session.live.counts["render_failures"] >= 3
-    engine.close()

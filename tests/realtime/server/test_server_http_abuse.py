@@ -12,23 +12,16 @@ import time
 
 import pytest
 
-from realtime.server.app import RealtimeServer
-from tests.fakes import make_config, make_engine
+from tests.fakes import make_config, running_server
 
 
 @pytest.fixture
 async def strict():
     """A server with a 1 s HTTP idle timeout, so the slow-loris case is quick."""
-    engine = make_engine()
     config = make_config()
     config.limits.http_idle_timeout_s = 1.0
-    srv = RealtimeServer(config, engine)
-    await srv.start()
-    try:
+    async with running_server(config) as srv:
         yield srv
-    finally:
-        await srv.close()
-        engine.close()
 
 
 def exchange(port: int, data: bytes, read_for: float = 5.0) -> bytes:

@@ -13,7 +13,7 @@ import pytest
 from aiortc import VideoStreamTrack
 
 from clients.webrtc_peer import WebRTCPeer
-from tests.fakes import speech_like
+from tests.fakes import browser_offer_sdp, speech_like
 
 
 class Camera(VideoStreamTrack):
@@ -87,18 +87,6 @@ async def test_offers_the_server_cannot_serve_are_refused_and_leave_nothing(serv
     assert not server.sessions and server._reserved == 0
 
 
-async def _base_offer() -> str:
-    from aiortc import RTCConfiguration, RTCPeerConnection
-
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    pc.addTransceiver("audio", direction="sendrecv")
-    pc.addTransceiver("video", direction="recvonly")
-    await pc.setLocalDescription(await pc.createOffer())
-    sdp = pc.localDescription.sdp
-    await pc.close()
-    return sdp
-
-
 def _drop_lines(sdp: str, prefix: str) -> str:
     return "".join(ln for ln in sdp.splitlines(keepends=True) if not ln.startswith(prefix))
 
@@ -121,7 +109,7 @@ async def test_offers_aiortc_mishandles_are_bad_messages_not_server_errors(serve
 
     from websockets.asyncio.client import connect
 
-    sdp = mutate(await _base_offer())
+    sdp = mutate(await browser_offer_sdp())
     async with connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
         await ws.send(json.dumps({"type": "offer", "sdp": sdp}))
         reply = json.loads(await asyncio.wait_for(ws.recv(), 5))

@@ -13,8 +13,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from realtime.face.library import AvatarLibrary
-from realtime.server.app import RealtimeServer
-from tests.fakes import make_config, make_engine
+from tests.fakes import make_config, make_engine, running_server
 
 
 def post(port: int, name: str, body: bytes, content_type: str = "image/png") -> tuple[int, dict]:
@@ -48,13 +47,8 @@ async def upload_server(tmp_path):
     engine.avatars = AvatarLibrary(library, engine.avatar, cache_dir=tmp_path / "cache")
     config = make_config()
     config.limits.max_upload_bytes = 2_000_000
-    srv = RealtimeServer(config, engine)
-    await srv.start()
-    try:
+    async with running_server(config, engine) as srv:
         yield srv, library
-    finally:
-        await srv.close()
-        engine.close()
 
 
 async def test_an_uploaded_photo_becomes_an_avatar_a_session_can_use(upload_server):
@@ -94,8 +88,6 @@ async def test_refusals_are_clear_and_leave_nothing_behind(upload_server, name, 
 
 
 async def test_uploads_can_be_switched_off():
-    engine = make_engine()
-    async with RealtimeServer(make_config(allow_uploads=False), engine) as srv:
+    async with running_server(make_config(allow_uploads=False)) as srv:
         status, body = await asyncio.to_thread(post, srv.port, "anna", b"x")
         assert status == 403 and body["error"]["code"] == "uploads_disabled"
-    engine.close()

@@ -25,7 +25,7 @@ from realtime.metrics import ServerMetrics
 from realtime.server import protocol as P
 from realtime.server.access import AccessPolicy, tls_context
 from realtime.server.config import RealtimeConfig
-from realtime.server.http_api import HttpApi, dumps, error_response, not_found_or_method
+from realtime.server.http_api import HttpApi, error_response, not_found_or_method
 from realtime.server.live_events import face_box, session_stats
 from realtime.server.sdk.session import SdkSession
 from realtime.server.summary import server_summary
@@ -349,7 +349,7 @@ class RealtimeServer:
         """The page's live figures, once a second."""
         while True:
             await asyncio.sleep(STATS_PERIOD_S)
-            await self._send_raw(ws, dumps(session_stats(session.live, session.output_fps(), STATS_PERIOD_S)))
+            await self._send(ws, session_stats(session.live, session.output_fps(), STATS_PERIOD_S))
 
     async def _control(self, ws: web.WebSocketResponse, proto: P.SessionProtocol, session: Session) -> None:
         """Control messages overtake media: they act on the scheduler immediately."""

@@ -9,7 +9,6 @@ middleware); these handlers only serve. Errors a client causes are JSON
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import time
@@ -20,6 +19,7 @@ from aiohttp import web
 
 from realtime.errors import MediaInputError
 from realtime.face.upload import UploadRejected, check_image_upload, safe_avatar_name
+from realtime.server.access import is_loopback_host
 
 if TYPE_CHECKING:
     from realtime.server.app import RealtimeServer
@@ -78,7 +78,7 @@ class HttpApi:
 
     async def stats(self, request: web.Request) -> web.Response:
         """JSON summary for benchmarks (percentiles from raw samples)."""
-        if not is_loopback(request.remote):  # a benchmark's tool on this machine; it can reset the samples
+        if not is_loopback_host(request.remote or ""):  # a benchmark's tool on this machine; it can reset the samples
             return web.Response(status=403, text="/stats is served to clients on this machine only\n", headers=NO_STORE)
         return _json(self.server.stats(reset=request.query.get("reset") == "1"))
 
@@ -132,9 +132,10 @@ class HttpApi:
 
         srv, lim = self.server, self.server.config.limits
         library = srv.engine.avatars
-        if name in library.names():
+        names = library.names()  # a directory listing
+        if name in names:
             raise UploadRejected("name_taken", f"an avatar named {name!r} exists already: pick another name")
-        if len(library.names()) > lim.max_uploads:
+        if len(names) > lim.max_uploads:
             raise UploadRejected("library_full", f"the avatar library holds {lim.max_uploads} avatars, its limit: "
                                  "ask the server's operator to remove some")
         rgb = check_image_upload(data, max_bytes=lim.max_upload_bytes, max_pixels=lim.max_upload_pixels)
@@ -172,15 +173,6 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def is_loopback(address: str | None) -> bool:
-    import ipaddress
-
-    try:
-        return address is not None and ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False
-
-
 def not_found_or_method(status: int, method: str, path: str, allow: str | None) -> web.Response:
     """The server's own 404 and 405 (text, with ``Allow`` on a 405)."""
     if status == 405:
@@ -188,6 +180,3 @@ def not_found_or_method(status: int, method: str, path: str, allow: str | None) 
         return web.Response(status=405, text=text, headers={**NO_STORE, "Allow": allow or "GET"})
     return web.Response(status=404, text="not found\n", headers=NO_STORE)
 
-
-def dumps(body: dict) -> str:
-    return json.dumps(body, separators=(",", ":"))

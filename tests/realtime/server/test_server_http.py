@@ -105,7 +105,7 @@ async def test_stats_answers_loopback_clients_only(server, monkeypatch):
 
     status, _, body = await get(server.port, "/stats")
     assert status == 200 and "engine_latency_ms" in json.loads(body)
-    monkeypatch.setattr(http_api, "is_loopback", lambda address: False)  # as if from another machine
+    monkeypatch.setattr(http_api, "is_loopback_host", lambda host: False)  # as if from another machine
     status, _, body = await get(server.port, "/stats?reset=1")
     assert status == 403 and "this machine only" in body
 

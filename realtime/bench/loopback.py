@@ -36,11 +36,13 @@ def http_json(port: int, path: str) -> dict:
         return json.loads(r.read())
 
 
-def start_process(args: list[str], port: int, health: str | None, timeout: float = 120.0) -> subprocess.Popen:
-    """A server subprocess, returned once it answers. Its log goes to a temporary file (a pipe
-    nobody reads would fill up and stall a long run); the file's tail is in the error if it fails."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    log_file = tempfile.TemporaryFile()
+def start_process(args: list[str], port: int, health: str | None, timeout: float = 120.0,
+                  env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen:
+    """A server subprocess, returned once it answers. Its log goes to ``log`` or a temporary file (a
+    pipe nobody reads would fill up and stall a long run); the file's tail is in the error if it
+    fails. ``env``: variables set for it on top of this process's."""
+    env = dict(os.environ, **(env or {}), PYTHONUNBUFFERED="1")
+    log_file = open(log, "w+b") if log is not None else tempfile.TemporaryFile()  # noqa: SIM115 (stop_process closes it)
     proc = subprocess.Popen([sys.executable, *args], env=env, stdout=subprocess.DEVNULL, stderr=log_file)
     proc.log_file = log_file  # type: ignore[attr-defined]
 

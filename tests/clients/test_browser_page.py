@@ -10,16 +10,14 @@ import asyncio
 import json
 import os
 import re
-import subprocess
-import sys
 import time
-import urllib.request
 import wave
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from realtime.bench.loopback import free_port, start_process, stop_process
 from tests.system_packages import needs
 
 pytestmark = needs("chromium")
@@ -78,33 +76,16 @@ def photos(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def base_url(tmp_path_factory, photos, artefacts) -> str:
-    from clients.browser_check import free_port
-
     library = tmp_path_factory.mktemp("avatars")
     (library / "mirror.jpg").write_bytes(photos["mirror.jpg"].read_bytes())
     port = free_port()
-    env = {**os.environ, "SYNCVID_CACHE_DIR": str(tmp_path_factory.mktemp("cache")), "SYNCVID_TOKEN": TOKEN}
-    with open(artefacts / "server.log", "wb") as log:
-        server = subprocess.Popen([sys.executable, "-m", "realtime.cli", "serve", "--port", str(port),
-                                   "--avatars", str(library)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    env = {"SYNCVID_CACHE_DIR": str(tmp_path_factory.mktemp("cache")), "SYNCVID_TOKEN": TOKEN}
+    server = start_process(["-m", "realtime.cli", "serve", "--port", str(port), "--avatars", str(library)], port,
+                           "/healthz", timeout=90, env=env, log=artefacts / "server.log")
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except OSError:
-                assert server.poll() is None, f"server exited; see {artefacts / 'server.log'}"
-                assert time.monotonic() < deadline, "server did not come up"
-                time.sleep(0.2)
         yield f"http://127.0.0.1:{port}/"
     finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_process(server)
 
 
 # ---- helpers --------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import hmac
 import ipaddress
 import os
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -128,22 +129,22 @@ class AccessPolicy:
         o = origin_of(origin)
         return o is not None and (o in self.origins or o in {origin_of(x) for x in own_origins})
 
-    def check(self, path: str, headers: dict[str, str] | object, query: dict[str, str] | object,
+    def check(self, path: str, headers: Mapping[str, str], query: Mapping[str, str],
               own_origins: tuple[str, ...]) -> Denied | None:
-        """``headers`` and ``query``: mappings with ``.get`` (case-insensitive headers)."""
+        """``headers``: case-insensitive (as a request's are)."""
         if path in OPEN_PATHS or path in PAGE_PATHS:
             return None
-        origin = headers.get("Origin")  # type: ignore[attr-defined]
+        origin = headers.get("Origin")
         if path == "/ws" and not self.origin_ok(origin, own_origins):
             return Denied(403, "forbidden_origin", "this server does not accept WebSocket connections from pages "
                           "of that origin: add it to allowed_origins in the server's config")
-        if not self.token_ok(bearer(headers) or query.get("token")):  # type: ignore[attr-defined]
+        if not self.token_ok(bearer(headers) or query.get("token")):
             return Denied(401, "unauthorized", "this server needs a token: send 'Authorization: Bearer TOKEN' "
                           "or add ?token=TOKEN to the URL")
         return None
 
 
-def bearer(headers) -> str | None:
+def bearer(headers: Mapping[str, str]) -> str | None:
     value = headers.get("Authorization")
     if not value:
         return None

@@ -163,7 +163,7 @@ class StreamingAudioEncoder:
         self.settle_steps = self._full_settle // 2 if on else self._full_settle
 
     def release(self) -> None:
-        """Nothing to free elsewhere: this encoder's state is in this process (session.encoder)."""
+        """Nothing to free elsewhere: this encoder's state is in this process (session.config.StreamEncoder)."""
 
     def reset(self) -> None:
         """Drop all pending audio and state; the timeline restarts (next frame is frame 0 and the

@@ -23,9 +23,9 @@ from websockets.asyncio.server import serve
 from realtime.face.avatar import default_avatar
 from realtime.render.embedded import EmbeddedRenderer
 from realtime.render.mouth_warp import MouthParams
-from realtime.server.webrtc.audio_receive import install_direct_audio_receive, receiver_of
-from realtime.server.webrtc.media import AudioOutputTrack, VideoOutputTrack
-from realtime.session.audio import AUDIO_OUT_RATE, MediaClock
+from realtime.server.webrtc.receive import install_direct_audio_receive, receiver_of
+from realtime.server.webrtc.send import AudioOutputTrack, VideoOutputTrack
+from realtime.session.timeline import AUDIO_OUT_RATE, MediaClock
 
 log = logging.getLogger(__name__)
 

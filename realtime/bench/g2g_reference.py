@@ -49,7 +49,9 @@ def content_delays(bursts: list[np.ndarray], lookahead: str, box, jump: float, f
 
     from realtime.audio.streaming import StreamingAudioEncoder, StreamingWeights
     from realtime.render.embedded import EmbeddedRenderer
-    from realtime.session.encoder_feed import GATE_CONTEXT_S  # the session package takes ~30 ms to import
+    from realtime.session.feed import (
+        GATE_CONTEXT_S,  # the session package takes ~30 ms to import
+    )
 
     avatar = default_avatar()
     weights = StreamingWeights(load_whisper())

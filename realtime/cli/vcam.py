@@ -177,6 +177,7 @@ async def _run(engine: Engine, config: RealtimeConfig, camera: CameraSink, sourc
     import asyncio  # these here, not at the top: `syncvid` imports every command module for its parser
     import signal
 
+    from realtime.heap import freeze_startup_heap
     from realtime.session.config import SessionConfig
     from realtime.vcam.runner import Vcam
 
@@ -186,6 +187,7 @@ async def _run(engine: Engine, config: RealtimeConfig, camera: CameraSink, sourc
         loop.add_signal_handler(sig, stop.set)
     session = SessionConfig.from_realtime(config, low_latency=low_latency)
     log.info("live: %.0f ms from speech to lips (Ctrl-C stops)", session.budget_s * 1000)
+    freeze_startup_heap()  # models and codecs: a full collection would otherwise stall the camera ~150 ms
     try:
         stats = await Vcam(engine, session, camera, source, speaker).run(stop, seconds)
     finally:

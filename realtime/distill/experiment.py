@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from realtime.audio.whisper_loader import load_whisper
 from realtime.config import CONFIG_DIR
 from realtime.distill.config import load_distill_config
 from realtime.distill.data import DistillData
@@ -41,6 +42,11 @@ from realtime.distill.synthetic import (
 from realtime.distill.teacher import TeacherTrainConfig, save_teacher, train_teacher
 from realtime.distill.train import distill
 from realtime.unet_loader import load_unet
+from realtime.visemes.dataset import DataConfig, synth_segment, voice_lists
+from realtime.visemes.espeak import EspeakSynth
+from realtime.visemes.features import offline_blocks, streaming_blocks
+from realtime.visemes.phonemes import BLENDSHAPES
+from realtime.visemes.windows import FULL
 
 log = logging.getLogger(__name__)
 
@@ -111,12 +117,6 @@ def run_proof(work: str | Path, seed: int = 0) -> ProofResult:
 def espeak_speech(n: int, seconds: float, seed: int) -> list[SpeechClip]:
     """n clips of espeak-ng speech (random voices and sentences) through the embedded Whisper:
     offline and streaming blocks, and the per-frame jaw opening of the phonemes, scaled to [0, 1]."""
-    from realtime.audio.whisper_loader import load_whisper
-    from realtime.visemes.dataset import DataConfig, synth_segment, voice_lists
-    from realtime.visemes.espeak import EspeakSynth
-    from realtime.visemes.features import offline_blocks, streaming_blocks
-    from realtime.visemes.phonemes import BLENDSHAPES
-    from realtime.visemes.windows import FULL
 
     cfg = DataConfig(segment_seconds=seconds)
     voices, _ = voice_lists(cfg)

@@ -18,7 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
+from realtime.audio.features import FEATURE_VERSION, num_video_frames
+from realtime.audio.io import load_audio
+from realtime.audio.whisper_loader import load_whisper
 from realtime.distill.data import DataError, DatasetInfo, write_clip, write_index
+from realtime.errors import AudioInputError, MediaInputError
+from realtime.face.avatar import prepare_avatar
+from realtime.render.vae_loader import load_vae
+from realtime.visemes.features import offline_blocks, streaming_blocks
+from realtime.visemes.windows import FULL
 
 log = logging.getLogger(__name__)
 
@@ -58,14 +66,6 @@ def prepare_data(videos_dir: str | Path, out: str | Path, resolution: int = 256,
                  whisper: str | Path | None = None, max_frames: int | None = None, detector: str = "facemesh",
                  progress: bool = True) -> PrepareReport:
     """Prepares every video under ``videos_dir`` into ``out`` (which must be new or empty)."""
-    from realtime.audio.features import FEATURE_VERSION, num_video_frames
-    from realtime.audio.io import load_audio
-    from realtime.audio.whisper_loader import load_whisper
-    from realtime.errors import AudioInputError, MediaInputError
-    from realtime.face.avatar import prepare_avatar
-    from realtime.render.vae_loader import load_vae
-    from realtime.visemes.features import offline_blocks, streaming_blocks
-    from realtime.visemes.windows import FULL
 
     root, out = Path(videos_dir), Path(out)
     videos = find_videos(root)

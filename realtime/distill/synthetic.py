@@ -20,8 +20,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from realtime.distill.config import resolve_path
 from realtime.distill.data import DatasetInfo, write_clip, write_index
 from realtime.face.mask import fixed_mask
+from realtime.unet_config import load_unet_config
 
 PROOF_UNET_YAML = "configs/distill/tiny_unet.yaml"
 STEPS_PER_FRAME = 2  # 50 encoder steps/s at 25 fps
@@ -147,7 +149,5 @@ def write_synthetic_data(root: str | Path, spec: SyntheticSpec, speech: list[Spe
 
 def proof_unet_config() -> dict:
     """The proof teacher's ``model:`` section (``configs/distill/tiny_unet.yaml``)."""
-    from realtime.distill.config import resolve_path
-    from realtime.unet_config import load_unet_config
 
     return load_unet_config(resolve_path(PROOF_UNET_YAML)).model_dict()

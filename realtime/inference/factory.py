@@ -98,7 +98,7 @@ def make_stream_encoder(weights: Any, lookahead: str, fps: int) -> Any:
     """A session's streaming encoder over shared ``weights`` (``StreamingWeights``). Its block is
     the viseme model's window, (4, 6) steps full and (8, 2) low: in low-latency mode [c-8, c+2)
     needs 40 ms of future audio. ``catch_up``: a speech onset re-encodes 0.2 s of context in one
-    call instead of 3-4 (session.encoder_feed)."""
+    call instead of 3-4 (session.feed)."""
     from realtime.audio.streaming import StreamingAudioEncoder  # torch: the server process imports it lazily
 
     w = WINDOWS[lookahead]

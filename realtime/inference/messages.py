@@ -25,7 +25,7 @@ from typing import Any, Literal, Union
 
 import numpy as np
 
-Quality = Literal["full", "low", "lighter"]  # the renderer hint of a degradation level (session.degrade)
+Quality = Literal["full", "low", "lighter"]  # the renderer hint of a degradation level (session.config.Degradation)
 
 
 def avatar_key(avatar: Any) -> str | None:

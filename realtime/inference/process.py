@@ -248,7 +248,7 @@ class EncoderProxy:
 
     def push_render(self, samples: np.ndarray, draw: DrawSpec) -> tuple[list[tuple[int, np.ndarray]], Drawn | None]:
         """``push`` plus, in the same request, rendering the frames ``draw`` names (the fused push,
-        session.encoder_feed) with the session's renderer state. A frame past its deadline is not
+        session.feed) with the session's renderer state. A frame past its deadline is not
         rendered."""
         answer = self._request(samples, draw)
         return list(answer.blocks), answer.drawn

@@ -67,7 +67,7 @@ class RealtimeConfig:
     silence_dbfs: float = -45.0  # below this level a frame's audio window is silence -> rest frame
     video_codec: str = "h264"  # h264 | vp8: preferred outgoing codec (the client's others are fallbacks)
     video_preset: str = "ultrafast"  # libx264 preset of the outgoing H.264 (aiortc's default, medium: ~14 ms/frame)
-    # true: each incoming Opus packet is decoded on arrival (audio_receive.py); false: aiortc's
+    # true: each incoming Opus packet is decoded on arrival (webrtc/receive.py); false: aiortc's
     # audio jitter buffer, which releases a packet only after the 4th one behind it (+80 ms)
     direct_audio_receive: bool = True
     # true: outgoing audio is encoded as mono Opus on the event loop as each 20 ms frame is made

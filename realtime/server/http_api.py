@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from realtime.errors import MediaInputError
+from realtime.face.sources import prepared_from_file
 from realtime.face.upload import UploadRejected, check_image_upload, safe_avatar_name
 from realtime.server.access import is_loopback_host
 
@@ -127,8 +128,6 @@ class HttpApi:
         puts it in the library under ``name``."""
         import numpy as np
         from PIL import Image
-
-        from realtime.face.sources import prepared_from_file
 
         srv, lim = self.server, self.server.config.limits
         library = srv.engine.avatars

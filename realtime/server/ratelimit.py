@@ -1,5 +1,5 @@
 """A token bucket: what the server allows a client per second, with bursts (incoming audio
-packets in audio_receive.py, control messages in protocol.py)."""
+packets in webrtc/receive.py, control messages in protocol.py)."""
 
 from __future__ import annotations
 

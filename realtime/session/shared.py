@@ -16,7 +16,7 @@ from realtime.face.library import AvatarLibrary
 from realtime.inference.rest_cache import RestFrameCache
 from realtime.inference.worker import InferenceWorker
 from realtime.render.base import AvatarFrames, Renderer
-from realtime.session.encoder import StreamEncoder
+from realtime.session.config import StreamEncoder
 
 if TYPE_CHECKING:  # the inference process's parent side; imported by whoever builds one
     from realtime.inference.process import ProcessBackend
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 class SlotPhases:
     """Where each session's video slots fall within a frame period (seconds of the monotonic clock,
     modulo the period). A session's slot grid can sit at any audio packet boundary of its frame
-    period with the same latency (grid.TimeGrid._set_anchor); it takes the one with the least load from
+    period with the same latency (timeline.TimeGrid._set_anchor); it takes the one with the least load from
     the others', so sessions whose packets arrive in step (clients started together, one sender of
     many streams) do not all need the inference process at the same moment. Event loop only."""
 
@@ -69,7 +69,7 @@ class LoadWatch:
     ``light_load_sessions`` sessions are open and no session had a late frame in the last
     LATE_HOLD_S (measured on 2 cores, 20 ms under the default budget: 0 / 0.13 / 3.3 / 13-19 % late
     frames at 1 / 2 / 3 / 4 sessions). Sessions move between the two targets only in silence
-    (grid.TimeGrid.observe). Event loop only."""
+    (timeline.TimeGrid.observe). Event loop only."""
 
     def __init__(self) -> None:
         self._sessions: set[int] = set()

@@ -15,14 +15,9 @@ from typing import Protocol
 import numpy as np
 
 from realtime.audio.io import load_audio_native, resample
-from realtime.session.audio import (
-    AUDIO_OUT_RATE,
-    AUDIO_OUT_SAMPLES,
-    ENCODER_RATE,
-    PACKET_SAMPLES,
-)
 from realtime.session.live import LiveSession
-from realtime.session.audio import EncoderResampler, PacketSchedule
+from realtime.session.timeline import (AUDIO_OUT_RATE, AUDIO_OUT_SAMPLES, ENCODER_RATE, PACKET_SAMPLES,
+                                       EncoderResampler, PacketSchedule)
 from realtime.vcam.timeline import PACKET_S
 
 log = logging.getLogger(__name__)

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from realtime.session.audio import AUDIO_OUT_RATE, AUDIO_OUT_SAMPLES
 from realtime.session.live import LiveSession
+from realtime.session.timeline import AUDIO_OUT_RATE, AUDIO_OUT_SAMPLES
 from realtime.vcam import VcamError
 from realtime.vcam.inputs import PacketConverter
 from realtime.vcam.timeline import AudioPlayout

@@ -17,13 +17,8 @@ from typing import Protocol
 
 import numpy as np
 
-from realtime.session.audio import (
-    AUDIO_OUT_RATE,
-    AUDIO_OUT_SAMPLES,
-    AUDIO_PTIME,
-    MediaClock,
-)
-from realtime.session.slot_output import SlotFrame
+from realtime.session.live import SlotFrame
+from realtime.session.timeline import AUDIO_OUT_RATE, AUDIO_OUT_SAMPLES, AUDIO_PTIME, MediaClock
 
 PACKET_S = AUDIO_PTIME  # input packets of 20 ms, as a microphone delivers them
 MAX_LATE_SLOTS = 2  # a frame loop this many engine slots behind rejoins the present (never a burst)

@@ -11,7 +11,7 @@ from syncvid_client import wire
 
 from realtime.render.base import FrameEvent
 from realtime.server.protocol import SdkOptions, event_message
-from realtime.session.slot_output import SlotFrame
+from realtime.session.live import SlotFrame
 from realtime.visemes.phonemes import BLENDSHAPES, SIL, VISEME_BLENDSHAPES, VISEMES
 
 DECIMALS = 4  # of viseme and blendshape values in the JSON (1e-4 is below anything a face shows)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from realtime.session.audio import AUDIO_PTIME, AudioRing
+from realtime.session.timeline import AUDIO_PTIME, AudioRing
 
 
 @dataclass(frozen=True)

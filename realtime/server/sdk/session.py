@@ -21,17 +21,12 @@ from realtime.metrics import ServerMetrics
 from realtime.server import protocol as P
 from realtime.server.config import RealtimeConfig
 from realtime.server.sdk.frames import FrameMessages
-from realtime.server.sdk.playout import (
-    Playback,
-    PlaybackFinished,
-    PlaybackStarted,
-    SpeechPlayout,
-)
+from realtime.server.sdk.playout import Playback, PlaybackFinished, PlaybackStarted, SpeechPlayout
 from realtime.server.session_tasks import OutputRate, SessionTasks
-from realtime.session.audio import EncoderResampler, PacketSchedule
 from realtime.session.config import SessionConfig
 from realtime.session.live import LiveSession
 from realtime.session.shared import Engine
+from realtime.session.timeline import EncoderResampler, PacketSchedule
 
 log = logging.getLogger(__name__)
 

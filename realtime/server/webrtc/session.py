@@ -17,9 +17,8 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpSend
 from realtime.metrics import ServerMetrics
 from realtime.server.config import RealtimeConfig
 from realtime.server.session_tasks import OutputRate, SessionTasks
-from realtime.server.webrtc.audio_receive import install_direct_audio_receive, receiver_of
-from realtime.server.webrtc.media import AudioInput, AudioOutputTrack, VideoOutputTrack, transceiver_of
-from realtime.server.webrtc.video_encoder import install_h264_encoder
+from realtime.server.webrtc.receive import AudioInput, install_direct_audio_receive, receiver_of
+from realtime.server.webrtc.send import AudioOutputTrack, VideoOutputTrack, install_h264_encoder, transceiver_of
 from realtime.session.config import SessionConfig
 from realtime.session.live import LiveSession
 from realtime.session.shared import Engine

@@ -1,4 +1,4 @@
-"""AudioInput (realtime.server.webrtc.media): the remote track drained into the 16 kHz encoder ring and the
+"""AudioInput (realtime.server.webrtc.send): the remote track drained into the 16 kHz encoder ring and the
 48 kHz output ring, on the sender's timeline (lost packets become silence) and at the sender's level."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError
 
-from realtime.server.webrtc.media import AudioInput
-from realtime.session.audio import AudioRing
+from realtime.server.webrtc.receive import AudioInput
+from realtime.session.timeline import AudioRing
 
 PACKET = 960  # 20 ms at 48 kHz, as Opus packets decode
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from realtime.server.webrtc.media import VIDEO_CLOCK_RATE, VideoOutputTrack
-from realtime.session.audio import MediaClock
+from realtime.server.webrtc.send import VIDEO_CLOCK_RATE, VideoOutputTrack
+from realtime.session.timeline import MediaClock
 
 
 class ManualTime:

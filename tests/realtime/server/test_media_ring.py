@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from realtime.session.audio import AudioRing
+from realtime.session.timeline import AudioRing
 
 
 def test_reads_match_a_model_across_wraps_overwrites_and_clears():

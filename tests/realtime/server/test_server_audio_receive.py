@@ -1,4 +1,4 @@
-"""Incoming audio decoded on arrival (realtime/server/webrtc/audio_receive.py): the pass-through buffer, the
+"""Incoming audio decoded on arrival (realtime/server/webrtc/receive.py): the pass-through buffer, the
 inline decoder, and on a real aiortc loopback pair the 80 ms that aiortc's audio jitter buffer
 holds every packet for, gone."""
 
@@ -13,8 +13,8 @@ import av
 import numpy as np
 import pytest
 
-from realtime.server.webrtc.audio_receive import (InlineDecodeQueue, PassThroughJitterBuffer, install_direct_audio_receive,
-                                           receiver_of)
+from realtime.server.webrtc.receive import (InlineDecodeQueue, PassThroughJitterBuffer, install_direct_audio_receive,
+                                            receiver_of)
 
 
 class _Pkt:
@@ -36,7 +36,7 @@ def test_pass_through_releases_each_packet_at_once_and_drops_old_ones():
 
 
 def test_a_packet_flood_is_dropped_before_decoding_and_real_time_passes():
-    from realtime.server.webrtc.audio_receive import BURST_PACKETS, MAX_PACKETS_PER_S
+    from realtime.server.webrtc.receive import BURST_PACKETS, MAX_PACKETS_PER_S
 
     t = [0.0]
     jb = PassThroughJitterBuffer(clock=lambda: t[0])

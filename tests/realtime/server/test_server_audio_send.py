@@ -8,8 +8,8 @@ import fractions
 import av
 import numpy as np
 
-from realtime.server.webrtc.media import AudioOutputTrack, OpusPacketEncoder
-from realtime.session.audio import AUDIO_OUT_SAMPLES, MediaClock
+from realtime.server.webrtc.send import AudioOutputTrack, OpusPacketEncoder
+from realtime.session.timeline import AUDIO_OUT_SAMPLES, MediaClock
 
 TB = fractions.Fraction(1, 48000)
 

@@ -59,9 +59,9 @@ def test_serve_with_missing_or_broken_files_is_a_one_line_error(tmp_path, tiny_f
 
 
 def test_make_renderer_builds_diffusion_for_full_and_embedded_for_low(tiny_files):
+    from realtime.inference.factory import make_renderer, whisper_path
     from realtime.render.diffusion import DiffusionRenderer
     from realtime.render.embedded import EmbeddedRenderer
-    from realtime.inference.factory import make_renderer, whisper_path
 
     d = DiffusionConfig(**tiny_files, steps=3, low_quality_steps=1, device="cpu", whisper="w.pt")
     full = make_renderer("diffusion", "full", d)
@@ -114,11 +114,10 @@ def test_top_level_hands_frames_to_the_lighter_renderer():
     from diffusion_fixtures import PerFrameUNet, TinyAvatar, audio_blocks
 
     from models.vae import tiny_autoencoder_kl
-    from realtime.render.base import RenderedChunk
-    from realtime.render.base import ChunkRequest
+    from realtime.render.base import ChunkRequest, RenderedChunk
     from realtime.render.diffusion import DiffusionRenderer
     from realtime.render.samplers import SamplerConfig
-    from realtime.session.degrade import THIN_LEVEL, quality_for
+    from realtime.session.config import THIN_LEVEL, quality_for
 
     assert [quality_for(level) for level in range(THIN_LEVEL + 1)] == ["full", "full", "low", "lighter"]
 
@@ -150,7 +149,12 @@ def test_top_level_hands_frames_to_the_lighter_renderer():
 
 def test_inference_process_batches_sessions_renders(tiny_files):
     from realtime.inference.child import ChildEngine
-    from realtime.inference.messages import ChildSpec, Failed, RenderAnswer, RenderRequest
+    from realtime.inference.messages import (
+        ChildSpec,
+        Failed,
+        RenderAnswer,
+        RenderRequest,
+    )
     from realtime.render.base import BatchRenderer
 
     spec = ChildSpec(None, "diffusion", 25, None, DiffusionConfig(**tiny_files, steps=2, low_quality_steps=1,

@@ -6,7 +6,7 @@ import numpy as np
 
 from realtime.server.config import RealtimeConfig
 from realtime.server.engine import build_engine
-from realtime.session.encoder import as_block
+from realtime.session.config import as_block
 
 
 def test_real_encoders_share_weights_and_emit_blocks(default_avatar, arctic_audio):

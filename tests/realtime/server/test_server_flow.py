@@ -81,7 +81,7 @@ async def test_speech_opens_mouth_within_budget_and_audio_comes_back(server):
     assert st["packet_lateness_ms"]["p99"] is not None and st["packet_lateness_ms"]["p50"] < 20  # loopback
     # incoming audio took the direct path (decoded on arrival, no jitter-buffer hold) and all of it
     # was decoded there: ~1.5 s of speech and some silence around it, 50 packets a second
-    from realtime.server.webrtc.audio_receive import InlineDecodeQueue
+    from realtime.server.webrtc.receive import InlineDecodeQueue
 
     rx = next(t.receiver for t in session.pc.getTransceivers() if t.kind == "audio")
     dq = getattr(rx, "_RTCRtpReceiver__decoder_queue")
@@ -191,10 +191,10 @@ async def test_teardown_when_the_client_goes_silent_without_closing(server):
 
 
 async def test_teardown_when_ice_never_connects(server):
-    from websockets.asyncio.client import connect
     import json
 
     from aiortc import RTCConfiguration, RTCPeerConnection
+    from websockets.asyncio.client import connect
 
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     pc.addTransceiver("audio", direction="sendrecv")

@@ -9,8 +9,7 @@ import pytest
 
 from realtime.config import ConfigError
 from realtime.server.config import RealtimeConfig
-from realtime.server.webrtc.media import to_i420
-from realtime.server.webrtc.video_encoder import make_h264_encoder
+from realtime.server.webrtc.send import make_h264_encoder, to_i420
 
 
 def _frames(n: int) -> list[np.ndarray]:
@@ -62,7 +61,7 @@ def test_video_preset_is_validated():
 async def test_install_on_negotiated_h264_sender():
     from aiortc import VideoStreamTrack
 
-    from realtime.server.webrtc.video_encoder import install_h264_encoder
+    from realtime.server.webrtc.send import install_h264_encoder
     from tests.fakes import negotiated
 
     results = {}

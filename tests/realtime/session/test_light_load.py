@@ -9,8 +9,8 @@ from live_helpers import drive, make_engine, make_scheduler, stop
 from realtime.config import ConfigError
 from realtime.inference.worker import InferenceWorker
 from realtime.server.config import RealtimeConfig
-from realtime.session.grid import ARRIVAL_MARGIN_S
 from realtime.session.shared import LATE_HOLD_S, LoadWatch
+from realtime.session.timeline import ARRIVAL_MARGIN_S
 from tests.fakes import FakeRenderer
 
 

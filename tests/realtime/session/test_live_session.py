@@ -10,8 +10,8 @@ import numpy as np
 from live_helpers import make_scheduler
 
 from realtime.inference.worker import InferenceWorker
-from realtime.session.frames import ReadyFrame
-from realtime.session.slot_output import SlotFrame
+from realtime.session.live import SlotFrame
+from realtime.session.timeline import ReadyFrame
 from tests.fakes import FakeAvatar, FakeRenderer, mouth_darkness
 
 REST = FakeAvatar().frame(0)

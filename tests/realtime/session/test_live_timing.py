@@ -12,7 +12,7 @@ from live_helpers import drive, make_engine, make_scheduler, running, stop
 
 from realtime.inference.messages import Drawn
 from realtime.inference.worker import InferenceWorker
-from realtime.session.degrade import MAX_LEVEL
+from realtime.session.config import MAX_LEVEL
 from tests.fakes import FakeAvatar, FakeEncoder, FakeRenderer, mouth_darkness
 
 
@@ -223,7 +223,7 @@ def test_slot_phases_balance_the_frame_period():
 
 
 def test_one_burst_of_late_frames_raises_the_level_one_step():
-    from realtime.session.degrade import LEVEL_UP_LATE, SETTLE_SLOTS
+    from realtime.session.config import LEVEL_UP_LATE, SETTLE_SLOTS
 
     sched = make_scheduler(FakeRenderer(), worker=None)
     for _ in range(LEVEL_UP_LATE + SETTLE_SLOTS):  # a burst: every slot late for 12 frame times
@@ -280,7 +280,7 @@ async def test_outgoing_audio_leaves_with_the_video_of_the_same_speech():
 async def test_an_encoder_backlog_is_skipped_and_the_session_carries_on():
     """More than MAX_ENCODE_BACKLOG_S of audio waiting (the server stalled, or a sender caught up
     after a hiccup): the backlog is skipped, speech after it is rendered, nothing fails."""
-    from realtime.session.encoder_feed import MAX_ENCODE_BACKLOG_S
+    from realtime.session.feed import MAX_ENCODE_BACKLOG_S
 
     async with running(FakeRenderer()) as sched:
         out: list = []
@@ -307,9 +307,8 @@ def test_arrival_of_a_sample_past_the_input_is_when_it_would_arrive():
     """Frames an end of utterance makes over the assumed silence are timed from when that silence
     would have arrived, not from the last packet (which made their latency look 100+ ms too long)."""
     from realtime.metrics import ServerMetrics
-    from realtime.session.audio import MediaClock
     from realtime.session.config import SessionConfig
-    from realtime.session.grid import TimeGrid
+    from realtime.session.timeline import MediaClock, TimeGrid
 
     grid = TimeGrid(SessionConfig(), MediaClock(), ServerMetrics(), key=1)
     for k in range(1, 31):  # 30 packets of 320 samples, one every 20 ms from t = 100 s

@@ -5,12 +5,14 @@ played out with the video's delay."""
 from __future__ import annotations
 
 import argparse
+import gc
 
 import numpy as np
 from vcam_fakes import played_signal
 
 from realtime.audio.io import resample
 from realtime.cli import vcam as vcam_cli
+from realtime.heap import freeze_startup_heap
 from realtime.session.config import SessionConfig
 from realtime.vcam.camera import open_camera
 from realtime.vcam.inputs import LEAD_IN_S, FileSource
@@ -49,9 +51,11 @@ async def test_file_speech_at_the_camera_rate_with_the_voice_delayed_like_the_li
     engine = make_engine(FakeRenderer(gain=GAIN))
     camera = open_camera(SIZE, SIZE, 25, backend="recording")
     vcam = Vcam(engine, SessionConfig(), camera, FileSource(arctic_wav), SpeakerOutput(sd, "loopback"))
+    freeze_startup_heap()  # as `syncvid vcam` does: the test process's heap is not walked mid-run
     try:
         stats = await vcam.run(seconds=LEAD_IN_S + 4.0 + 0.6)
     finally:
+        gc.unfreeze()
         engine.close()
         camera.close()
     frames = recording_backend.instances[0].frames

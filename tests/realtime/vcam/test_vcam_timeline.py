@@ -8,14 +8,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from realtime.session.audio import MAX_CATCH_UP_PACKETS, MediaClock, PacketSchedule
-from realtime.session.slot_output import SlotFrame
-from realtime.vcam.timeline import (
-    HARD_ERROR_S,
-    SOFT_ERROR_S,
-    AudioPlayout,
-    FrameLoop,
-)
+from realtime.session.live import SlotFrame
+from realtime.session.timeline import MAX_CATCH_UP_PACKETS, MediaClock, PacketSchedule
+from realtime.vcam.timeline import HARD_ERROR_S, SOFT_ERROR_S, AudioPlayout, FrameLoop
 
 LOUD = np.full(960, 3000, np.int16)
 QUIET = np.zeros(960, np.int16)

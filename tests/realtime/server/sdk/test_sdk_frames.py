@@ -8,7 +8,7 @@ from syncvid_client import wire
 from realtime.render.base import FrameEvent
 from realtime.server.protocol import SdkOptions
 from realtime.server.sdk.frames import REST_BLENDSHAPES, FrameMessages, full_visemes, implied_blendshapes
-from realtime.session.slot_output import SlotFrame
+from realtime.session.live import SlotFrame
 from realtime.visemes.phonemes import BLENDSHAPES, SIL, VISEME_BLENDSHAPES, VISEMES
 
 IMG = np.zeros((64, 48, 3), np.uint8)

@@ -1,4 +1,8 @@
-"""Incoming audio without aiortc's receive delay: each Opus packet decoded on the event loop as it
+"""A WebRTC session's incoming audio: each Opus packet decoded on the event loop as it arrives
+(not after aiortc's jitter buffer and decoder thread), then into the session's rings
+(``AudioInput``) and ``LiveSession.on_packet``.
+
+Why not aiortc's path: incoming audio without aiortc's receive delay: each Opus packet decoded on the event loop as it
 arrives, instead of after aiortc's audio jitter buffer and decoder thread.
 
 aiortc's ``RTCRtpReceiver`` puts audio through ``JitterBuffer(capacity=16, prefetch=4)``: a packet
@@ -6,7 +10,7 @@ is released only when the fourth packet after it has arrived, i.e. 80 ms after i
 packet, whatever the network does. The decoded frames then cross a thread (queue -> decoder thread
 -> ``run_coroutine_threadsafe`` -> the loop) whose GIL hand-offs add ~5-10 ms of jitter at p95 with
 four sessions on two cores. A jitter buffer serves playback; this engine places every packet on
-its own timeline by its RTP timestamp (media.AudioInput: gaps become silence) and holds audio for
+its own timeline by its RTP timestamp (``AudioInput``: gaps become silence) and holds audio for
 exactly its latency budget, so neither the prefetch nor the thread does anything for it.
 
 ``install_direct_audio_receive`` swaps two private parts of one audio receiver (call it from the
@@ -27,9 +31,13 @@ from __future__ import annotations
 import logging
 import queue
 import time
-from typing import Any
+from typing import Any, Protocol
+
+import av
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from realtime.server.ratelimit import TokenBucket
+from realtime.session.timeline import AUDIO_OUT_RATE, AUDIO_OUT_SAMPLES, ENCODER_RATE, AudioRing
 
 log = logging.getLogger(__name__)
 
@@ -137,3 +145,57 @@ def receiver_of(pc, track):
         if t.receiver is not None and t.receiver.track is track:
             return t.receiver
     return None
+
+
+class SpeechSink(Protocol):
+    """Where the incoming speech goes (``session.LiveSession``)."""
+
+    ring16: AudioRing
+    ring48: AudioRing
+
+    def on_packet(self, end16: int, arrival: float) -> None: ...
+
+    def push_gap(self, samples48: int) -> None: ...
+
+
+class AudioInput:
+    """Drains a remote audio track in its own task into the session (16 kHz float for the encoder,
+    48 kHz int16 for the delayed output). Gaps in the sender's timestamps become silence, so ring
+    positions stay on the sender's clock."""
+
+    def __init__(self, track: MediaStreamTrack, live: SpeechSink) -> None:
+        self.track, self.live = track, live
+        self.packets = 0
+        self._next_pts: int | None = None  # expected pts (in 1/48000) of the next frame
+
+    async def run(self) -> None:
+        # The decoded Opus is stereo with both channels equal (a mono microphone). FFmpeg's float
+        # stereo -> mono downmix sums them at -3 dB each, 3 dB louder than the speech itself; the
+        # encoder gets the mean of the channels (layout kept, None), so it sees the level an offline
+        # file of the same speech gives. (Its int16 downmix is normalised: the output keeps the level.)
+        r16 = av.AudioResampler(format="flt", layout=None, rate=ENCODER_RATE)
+        r48 = av.AudioResampler(format="s16", layout="mono", rate=AUDIO_OUT_RATE)
+        ring16, ring48 = self.live.ring16, self.live.ring48
+        while True:
+            try:
+                frame = await self.track.recv()
+            except MediaStreamError:
+                return
+            arrival = time.monotonic()
+            self.packets += 1
+            self._fill_gap(frame)
+            for out in r16.resample(frame):
+                ring16.write(out.to_ndarray().reshape(-1, len(out.layout.channels)).mean(axis=1))
+            for out in r48.resample(frame):
+                ring48.write(out.to_ndarray().reshape(-1))
+            self.live.on_packet(ring16.end, arrival)
+
+    def _fill_gap(self, frame: av.AudioFrame) -> None:
+        if frame.pts is None or frame.time_base is None:
+            return
+        pts48 = int(frame.pts * frame.time_base * AUDIO_OUT_RATE)
+        if self._next_pts is not None:
+            gap = pts48 - self._next_pts
+            if AUDIO_OUT_SAMPLES // 2 < gap < AUDIO_OUT_RATE * 10:  # lost packets / DTX: keep the timeline
+                self.live.push_gap(gap)
+        self._next_pts = pts48 + frame.samples * AUDIO_OUT_RATE // frame.sample_rate

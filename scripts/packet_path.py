@@ -22,7 +22,8 @@ import time
 ARGS = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 ARGS.add_argument("repo", nargs="?", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 ARGS.add_argument("--inference", choices=["process", "thread"], default="process")
-ROOT = os.path.abspath(ARGS.parse_known_args()[0].repo)
+ROOT_ENV = "PACKET_PATH_ROOT"  # set by main(); the inference process (spawned) reads it at import
+ROOT = os.path.abspath(os.environ.get(ROOT_ENV, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")))
 OUT_ENV = "PACKET_PATH_CHILD_OUT"
 PROCESS_ONLY = [f"realtime/inference/{m}.py" for m in ("process", "messages", "shm_channel", "child")]
 seen: dict[str, dict[int, int]] = {}  # file -> {second: calls}
@@ -89,9 +90,10 @@ def in_window(per: dict, window: tuple[float, float]) -> int:
     return sum(n for sec, n in per.items() if window[0] - 1 < int(sec) < window[1])
 
 
-def documented_path() -> list[str]:
+def documented_path(root: str = ROOT) -> list[str]:
     """The files docs/architecture.md's path picture names, as project paths."""
-    text = open(os.path.join(ROOT, "docs/architecture.md")).read()
+    with open(os.path.join(root, "docs/architecture.md")) as f:
+        text = f.read()
     picture = text[text.index("## The path"):]
     picture = picture[picture.index("```") + 3:]
     picture = picture[:picture.index("```")]
@@ -104,13 +106,18 @@ def documented_path() -> list[str]:
 
 
 def main() -> None:
+    global ROOT
     args = ARGS.parse_args()
+    ROOT = os.environ[ROOT_ENV] = os.path.abspath(args.repo)
     sys.path.insert(0, ROOT)
     os.chdir(ROOT)
     with tempfile.TemporaryDirectory() as tmp:
         os.environ[OUT_ENV] = os.path.join(tmp, "child.json")
         window = asyncio.run(run(args.inference))
-        child = json.load(open(os.environ[OUT_ENV])) if args.inference == "process" else {}
+        child = {}
+        if args.inference == "process":
+            with open(os.environ[OUT_ENV]) as f:
+                child = json.load(f)
     calls: dict[str, list[int]] = {}
     for where, table in (("server", seen), ("child", child)):
         for f, per in table.items():
@@ -120,7 +127,8 @@ def main() -> None:
     total = 0
     print(f"inference: {args.inference}; calls during 2 s of speech (server process / inference process)")
     for f in sorted(calls):
-        lines = sum(1 for _ in open(os.path.join(ROOT, f)))
+        with open(os.path.join(ROOT, f)) as src:
+            lines = sum(1 for _ in src)
         total += lines
         print(f"{f:50s} {lines:5d} lines  {calls[f][0]:7d} / {calls[f][1]:7d} calls")
     print(f"strict count: {len(calls)} files, {total} lines")

@@ -2,16 +2,14 @@
 (not after aiortc's jitter buffer and decoder thread), then into the session's rings
 (``AudioInput``) and ``LiveSession.on_packet``.
 
-Why not aiortc's path: incoming audio without aiortc's receive delay: each Opus packet decoded on the event loop as it
-arrives, instead of after aiortc's audio jitter buffer and decoder thread.
-
-aiortc's ``RTCRtpReceiver`` puts audio through ``JitterBuffer(capacity=16, prefetch=4)``: a packet
-is released only when the fourth packet after it has arrived, i.e. 80 ms after it came in, on every
-packet, whatever the network does. The decoded frames then cross a thread (queue -> decoder thread
--> ``run_coroutine_threadsafe`` -> the loop) whose GIL hand-offs add ~5-10 ms of jitter at p95 with
-four sessions on two cores. A jitter buffer serves playback; this engine places every packet on
-its own timeline by its RTP timestamp (``AudioInput``: gaps become silence) and holds audio for
-exactly its latency budget, so neither the prefetch nor the thread does anything for it.
+Why not aiortc's path: aiortc's ``RTCRtpReceiver`` puts audio through ``JitterBuffer(capacity=16,
+prefetch=4)``: a packet is released only when the fourth packet after it has arrived, i.e. 80 ms
+after it came in, on every packet, whatever the network does. The decoded frames then cross a
+thread (queue -> decoder thread -> ``run_coroutine_threadsafe`` -> the loop) whose GIL hand-offs
+add ~5-10 ms of jitter at p95 with four sessions on two cores. A jitter buffer serves playback;
+this engine places every packet on its own timeline by its RTP timestamp (``AudioInput``: gaps
+become silence) and holds audio for exactly its latency budget, so neither the prefetch nor the
+thread does anything for it.
 
 ``install_direct_audio_receive`` swaps two private parts of one audio receiver (call it from the
 ``track`` event, before the connection starts the receiver):
@@ -34,6 +32,8 @@ import time
 from typing import Any, Protocol
 
 import av
+from aiortc.codecs import get_decoder
+from aiortc.jitterbuffer import JitterFrame
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from realtime.server.ratelimit import TokenBucket
@@ -45,7 +45,6 @@ _JITTER_ATTR = "_RTCRtpReceiver__jitter_buffer"
 _DECODER_Q_ATTR = "_RTCRtpReceiver__decoder_queue"
 _THREAD_ATTR = "_RTCRtpReceiver__decoder_thread"
 _warned = False
-
 
 MAX_PACKETS_PER_S = 200.0  # Opus at 10 ms frames is 100 packets/s; beyond twice that is a flood
 BURST_PACKETS = 100.0  # packets a network hiccup may deliver at once (2 s of 20 ms packets)
@@ -65,8 +64,6 @@ class PassThroughJitterBuffer:
         self._bucket = TokenBucket(MAX_PACKETS_PER_S, BURST_PACKETS, clock)
 
     def add(self, packet) -> tuple[bool, Any]:
-        from aiortc.jitterbuffer import JitterFrame
-
         if not self._bucket.take():
             self.flooded += 1
             if self.flooded in (1, 1000) or self.flooded % 100000 == 0:
@@ -97,9 +94,6 @@ class InlineDecodeQueue:
         if item is None:
             self._stop.put(None)
             return
-        import av
-        from aiortc.codecs import get_decoder
-
         codec, encoded = item
         if self._decoder is None or codec.name != self._codec:
             self._decoder, self._codec = get_decoder(codec), codec.name

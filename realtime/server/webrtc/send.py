@@ -23,6 +23,7 @@ from collections.abc import Callable
 import av
 import cv2
 import numpy as np
+from aiortc.codecs.h264 import MAX_FRAME_RATE, H264Encoder
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from realtime.session.timeline import AUDIO_OUT_RATE, AUDIO_OUT_SAMPLES, AUDIO_PTIME, MediaClock
@@ -168,7 +169,6 @@ class AudioOutputTrack(MediaStreamTrack):
 
 def make_h264_encoder(preset: str, threads: int = 1):
     """An aiortc ``H264Encoder`` whose libx264 context uses ``preset`` and ``threads``."""
-    from aiortc.codecs.h264 import H264Encoder
 
     class _TunedH264Encoder(H264Encoder):
         def _encode_frame(self, frame, force_keyframe):
@@ -183,11 +183,6 @@ def make_h264_encoder(preset: str, threads: int = 1):
             return super()._encode_frame(frame, force_keyframe)
 
         def _open(self, frame) -> None:
-            import fractions
-
-            import av
-            from aiortc.codecs.h264 import MAX_FRAME_RATE
-
             self.buffer_data, self.buffer_pts = b"", None
             c = av.CodecContext.create("libx264", "w")
             c.width, c.height = frame.width, frame.height

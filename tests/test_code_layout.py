@@ -80,15 +80,15 @@ def test_no_import_circles_among_the_projects_modules():
     graph = {m: set() for m in modules}
     for m, f in modules.items():
         for node in top_level_imports(ast.parse(f.read_text())):
+            # a module naming its own package (being imported already, around it) is no circle
             graph[m].update(d for d in imported(node, m, modules) if d != m and not m.startswith(d + "."))
-    # a package's __init__ importing its own submodules is not a circle through the package
-    circles, state = [], {}
+    circles, state = [], {}  # state: "open" while on the current path, then "done"
 
     def visit(m: str, path: list[str]) -> None:
         state[m] = "open"
         for d in sorted(graph[m]):
-            if state.get(d) == "open":
-                circles.append(path[path.index(d):] + [d] if d in path else [m, d])
+            if state.get(d) == "open":  # back to a module on the path: the circle from it
+                circles.append(path[path.index(d):] + [d])
             elif d not in state:
                 visit(d, path + [d])
         state[m] = "done"

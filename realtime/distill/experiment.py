@@ -117,7 +117,6 @@ def run_proof(work: str | Path, seed: int = 0) -> ProofResult:
 def espeak_speech(n: int, seconds: float, seed: int) -> list[SpeechClip]:
     """n clips of espeak-ng speech (random voices and sentences) through the embedded Whisper:
     offline and streaming blocks, and the per-frame jaw opening of the phonemes, scaled to [0, 1]."""
-
     cfg = DataConfig(segment_seconds=seconds)
     voices, _ = voice_lists(cfg)
     synth, model, rng = EspeakSynth(), load_whisper(None), np.random.default_rng(seed)

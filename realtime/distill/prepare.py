@@ -66,7 +66,6 @@ def prepare_data(videos_dir: str | Path, out: str | Path, resolution: int = 256,
                  whisper: str | Path | None = None, max_frames: int | None = None, detector: str = "facemesh",
                  progress: bool = True) -> PrepareReport:
     """Prepares every video under ``videos_dir`` into ``out`` (which must be new or empty)."""
-
     root, out = Path(videos_dir), Path(out)
     videos = find_videos(root)
     if out.exists() and any(out.iterdir()):

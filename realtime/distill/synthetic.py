@@ -149,5 +149,4 @@ def write_synthetic_data(root: str | Path, spec: SyntheticSpec, speech: list[Spe
 
 def proof_unet_config() -> dict:
     """The proof teacher's ``model:`` section (``configs/distill/tiny_unet.yaml``)."""
-
     return load_unet_config(resolve_path(PROOF_UNET_YAML)).model_dict()
